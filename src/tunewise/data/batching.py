@@ -1,0 +1,69 @@
+"""Batches: a seeded shuffle per epoch, fixed sequences per optimizer step, and micro-batches
+grouped by length within a step.
+
+Grouping by length only reorders sequences *inside* one optimizer step, and the loss is
+normalised by the trained-token count of the whole step, so the optimisation trajectory is the
+same whatever the micro-batch size; it just pads less.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .masking import IGNORE, Encoded
+
+# Padded tokens per micro-batch when micro_batch_size is "auto" (CPU-friendly; see docs).
+AUTO_TOKEN_BUDGET = 8192
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return math.ceil(n_examples / batch_size)
+
+
+def step_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Example indices of global optimizer step `step` (0-based): a pure function of its arguments,
+    so a resumed run sees exactly the data an uninterrupted run would."""
+    per_epoch = steps_per_epoch(n_examples, batch_size)
+    epoch, k = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_examples, generator=g).tolist()
+    return order[k * batch_size : (k + 1) * batch_size]
+
+
+def micro_batches(indices: list[int], lengths: list[int], micro_batch_size: int | str) -> list[list[int]]:
+    """Split one step's examples into micro-batches of similar length."""
+    ordered = sorted(indices, key=lambda i: lengths[i], reverse=True)
+    if micro_batch_size != "auto":
+        m = int(micro_batch_size)
+        return [ordered[i : i + m] for i in range(0, len(ordered), m)]
+    groups, current = [], []
+    for i in ordered:  # longest first, so the first member sets the padded width
+        width = lengths[current[0]] if current else lengths[i]
+        if current and width * (len(current) + 1) > AUTO_TOKEN_BUDGET:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest item; padding is masked out of attention and loss."""
+    width = max(len(x.input_ids) for x in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item.input_ids)
+        ids[row, :n] = torch.tensor(item.input_ids)
+        labels[row, :n] = torch.tensor(item.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def count_trained(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that contribute to the loss after the causal shift (a label at position 0 predicts nothing)."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())

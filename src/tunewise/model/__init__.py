@@ -1,0 +1,1 @@
+"""Models: resolving names and loading (load.py), NF4 quantization (quant.py), LoRA (lora.py)."""

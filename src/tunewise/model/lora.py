@@ -1,0 +1,35 @@
+"""LoRA adapters through PEFT, the format every tool reads."""
+
+from __future__ import annotations
+
+from peft import LoraConfig, get_peft_model
+
+from ..config import LoraConfig as LoraSettings
+
+
+def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False):
+    """Wrap `model` with trainable LoRA adapters; the base stays frozen in its own dtype.
+
+    We do not call `prepare_model_for_kbit_training`: it upcasts every non-quantized weight to
+    fp32, which doubles their memory for no gain; PEFT already keeps adapters in fp32.
+    """
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:
+        raise _bad_targets(e, settings) from None
+
+
+def _bad_targets(e: ValueError, settings: LoraSettings):
+    from ..errors import TunewiseError
+
+    return TunewiseError(f"lora.target_modules={settings.target_modules!r} does not fit this model: {e}")

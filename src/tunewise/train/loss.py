@@ -1,0 +1,44 @@
+"""Causal-LM loss on trained tokens only, summed (the caller divides by the step's token count).
+
+Logits are computed only at positions whose next token is a label, in chunks, in fp32: the full
+[batch, seq, vocab] logits tensor is never materialised. On SmolLM2 (vocab 49k) with short
+prompts most positions are prompt tokens, so this skips most of the LM head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.masking import IGNORE
+
+CHUNK = 2048  # trained positions per LM-head chunk
+
+
+def _parts(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Return (sum of token cross-entropies, number of trained tokens) for one micro-batch."""
+    decoder, head = _parts(model)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    selected = hidden[:, :-1][keep]
+    wanted = targets[keep]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, wanted.numel(), CHUNK):
+        logits = head(selected[start : start + CHUNK]).float()
+        total = total + F.cross_entropy(logits, wanted[start : start + CHUNK], reduction="sum")
+    return total, int(wanted.numel())
+
+
+def reference_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """The textbook computation (full logits, shift, sum); tests compare summed_loss against it."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    targets = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), targets.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+    return loss, int((targets != IGNORE).sum())
