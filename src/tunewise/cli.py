@@ -25,7 +25,12 @@ def _root() -> None:
 def _quiet_libraries() -> None:
     """Library progress bars and advice are noise in front of a user; our own output says what matters."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
     import warnings
+
+    # bitsandbytes logs at import that it cannot fetch an optional CPU kernel from the hub; the
+    # built-in kernel it falls back to is correct, so the warning only alarms users.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
@@ -43,8 +48,8 @@ def train(
     """Train a LoRA or QLoRA adapter from a config."""
     from .config import load_config
 
-    cfg = load_config(config, overrides or [])
     _quiet_libraries()
+    cfg = load_config(config, overrides or [])
     from .train.loop import train as run_training
 
     run_training(cfg, resume=resume, console=console)

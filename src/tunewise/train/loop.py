@@ -94,20 +94,13 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
             indices = step_indices(len(data.train), tc.batch_size, tc.seed, step)
             batches = [collate([data.train[i] for i in group], pad_id)
                        for group in micro_batches(indices, lengths, tc.micro_batch_size)]
-            step_tokens = sum(count_trained(b) for b in batches)
-            loss_sum = 0.0
-            for batch in batches:
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                micro_loss, _ = summed_loss(model, batch)
-                accelerator.backward(micro_loss / step_tokens)
-                loss_sum += micro_loss.item()
+            loss, step_tokens = accumulate_gradients(model, batches, accelerator)
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            loss = loss_sum / step_tokens
             if not math.isfinite(loss):
                 raise TunewiseError(
                     f"training loss became {loss} at step {step}; stopping. The last good checkpoint is kept. "
@@ -145,6 +138,22 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
     console.print(f"done: {step} steps in {seconds:.0f}s; best val loss {stopper.best_loss:.4f} at step "
                   f"{stopper.best_step}; adapter: {run_dir / 'adapter'}")
     return TrainResult(run_dir, step, stopper.best_step, stopper.best_loss, stopped_early, seconds, trained_tokens)
+
+
+def accumulate_gradients(model, batches: list[dict], accelerator) -> tuple[float, int]:
+    """Backward over one optimizer step's micro-batches; return (mean loss per trained token, token count).
+
+    Each micro-batch contributes sum(token losses) / (trained tokens of the whole step), so the
+    accumulated gradient equals the full batch's gradient whatever the micro-batch split.
+    """
+    step_tokens = sum(count_trained(b) for b in batches)
+    loss_sum = 0.0
+    for batch in batches:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        micro_loss, _ = summed_loss(model, batch)
+        accelerator.backward(micro_loss / step_tokens)
+        loss_sum += micro_loss.item()
+    return loss_sum / step_tokens, step_tokens
 
 
 @torch.no_grad()

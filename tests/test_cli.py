@@ -1,0 +1,73 @@
+"""The command line as a user meets it: the real bundled model end to end, and clear errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TUNEWISE = [sys.executable, "-m", "tunewise.cli"]
+
+
+def run(args, cwd):
+    return subprocess.run(TUNEWISE + args, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.e2e
+def test_train_bundled_model_end_to_end(sql_data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model: {name: smollm2-135m-instruct}\n"
+        "lora: {r: 8, alpha: 16}\n"
+        "data: {train: train.jsonl, val: val.jsonl, max_seq_len: 256}\n"
+        "train: {batch_size: 4, eval_every: 2, save_every: 2}\n"
+        "output_dir: runs/e2e\n"
+    )
+    proc = run(["train", "config.yaml", "train.max_steps=3", "train.lr=1e-3"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "trained" in proc.stdout and "adapter" in proc.stdout
+    run_dir = tmp_path / "runs/e2e"
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["event"] == "train"] == [1, 2, 3]
+    assert (run_dir / "checkpoints/step-3/training_state.pt").is_file()
+
+    adapter = run_dir / "adapter"
+    base_path = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base_path).is_dir()  # the cached safetensors copy of the bundled model
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Rows of table t3?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        before = base(**ids).logits
+        tuned = PeftModel.from_pretrained(base, str(adapter))
+        after = tuned(**ids).logits
+    assert (after - before).abs().max() > 1e-3
+
+
+def test_user_errors_are_one_clear_message(tmp_path):
+    proc = run(["train", "missing.yaml"], cwd=tmp_path)
+    assert proc.returncode == 1 and "config file not found: missing.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    (tmp_path / "c.yaml").write_text("data: {train: t.jsonl}\nlora: {rank: 8}\n")
+    proc = run(["train", "c.yaml"], cwd=tmp_path)
+    assert proc.returncode == 1 and "unknown key 'lora.rank'" in proc.stderr
+
+    (tmp_path / "t.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    (tmp_path / "c.yaml").write_text("data: {train: t.jsonl}\nmodel: {name: no-such-model}\n")
+    proc = run(["train", "c.yaml"], cwd=tmp_path)
+    assert proc.returncode == 1 and "model 'no-such-model' not found" in proc.stderr
+
+    (tmp_path / "t.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, '
+                                      '{"role": "assistant", "content": "hello"}, {"role": "user", "content": "?"}]}\n')
+    (tmp_path / "c.yaml").write_text("data: {train: t.jsonl}\n")
+    proc = run(["train", "c.yaml"], cwd=tmp_path)
+    assert proc.returncode == 1 and "t.jsonl:1" in proc.stderr and "last message" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,166 @@
+"""The training maths on a tiny random Llama: selective loss, gradient accumulation, resume, QLoRA."""
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+from tunewise.config import Config
+from tunewise.data.batching import collate, micro_batches
+from tunewise.data.load import load_examples
+from tunewise.data.masking import encode_all
+from tunewise.model.load import load_model
+from tunewise.model.lora import add_lora
+from tunewise.model.quant import count_4bit_linear
+from tunewise.train import loop
+from tunewise.train.loss import reference_loss, summed_loss
+
+
+def lora_model(model_dir, dropout=0.0, dtype="float32", quantization="none"):
+    cfg = Config.model_validate({"data": {"train": "x"}, "lora": {"dropout": dropout}})
+    torch.manual_seed(0)
+    return add_lora(load_model(str(model_dir), dtype, quantization), cfg.lora)
+
+
+def encoded(tokenizer, path):
+    return encode_all(tokenizer, load_examples(path), 256, str(path))[0]
+
+
+def grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql_data):
+    model = lora_model(tiny_model_dir)
+    items = encoded(chatml_tokenizer, sql_data[0])[:4]
+    batch = collate(items, chatml_tokenizer.pad_token_id)
+    ours, n = summed_loss(model, batch)
+    ours.backward()
+    g_ours = grads(model)
+    model.zero_grad()
+    ref, n_ref = reference_loss(model, batch)
+    ref.backward()
+    assert n == n_ref > 0
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
+    for name, g in grads(model).items():
+        torch.testing.assert_close(g_ours[name], g, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_accumulation_is_exact(tiny_model_dir, chatml_tokenizer, sql_data):
+    """Batch 4 in one pass == 2 micro-batches of 2: same loss, same gradients."""
+    model = lora_model(tiny_model_dir)
+    # make lora_B non-zero so every adapter weight gets a gradient worth comparing
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    items = encoded(chatml_tokenizer, sql_data[0])[:4]
+    lengths = [len(x.input_ids) for x in items]
+    assert len(set(lengths)) > 1, "examples of different lengths make per-micro-batch averaging wrong"
+    acc = Accelerator(cpu=True)
+    results = {}
+    for micro in (4, 2, 1):
+        model.zero_grad()
+        groups = micro_batches([0, 1, 2, 3], lengths, micro)
+        assert len(groups) == 4 // micro
+        batches = [collate([items[i] for i in g], chatml_tokenizer.pad_token_id) for g in groups]
+        results[micro] = (loop.accumulate_gradients(model, batches, acc), grads(model))
+    (loss4, n4), g4 = results[4]
+    for micro in (2, 1):
+        (loss, n), g = results[micro]
+        assert n == n4
+        assert loss == pytest.approx(loss4, rel=1e-5)
+        for name in g4:
+            torch.testing.assert_close(g[name], g4[name], rtol=1e-4, atol=1e-7)
+
+
+def run_config(model_dir, data, out, **train):
+    settings = {"epochs": 1, "batch_size": 4, "eval_every": 2, "save_every": 2, "max_steps": 6,
+                "early_stopping_patience": None, **train}
+    return Config.model_validate({
+        "model": {"name": str(model_dir), "dtype": "float32"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
+        "data": {"train": str(data[0]), "val": str(data[1]), "max_seq_len": 256},
+        "train": settings, "output_dir": str(out),
+    })
+
+
+def test_resume_gives_the_same_adapter(tiny_model_dir, sql_data, tmp_path, monkeypatch):
+    cfg_a = run_config(tiny_model_dir, sql_data, tmp_path / "a", lr=5e-3)
+    loop.train(cfg_a)
+
+    cfg_b = run_config(tiny_model_dir, sql_data, tmp_path / "b", lr=5e-3)
+    real_save = loop.ckpt.save_checkpoint
+
+    def save_then_die(run_dir, step, *args, **kwargs):
+        path = real_save(run_dir, step, *args, **kwargs)
+        if step == 4:
+            raise KeyboardInterrupt  # killed right after the step-4 checkpoint
+        return path
+
+    monkeypatch.setattr(loop.ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg_b)
+    monkeypatch.setattr(loop.ckpt, "save_checkpoint", real_save)
+    result = loop.train(cfg_b, resume=True)
+    assert result.steps == 6
+
+    for sub in ("adapter", "checkpoints/step-6"):
+        a = load_file(str(tmp_path / "a" / sub / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "b" / sub / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{sub}:{key} differs after resume"
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "a" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
+    import json
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = run_config(tiny_model_dir, sql_data, tmp_path / "run", lr=5e-3, max_steps=4)
+    result = loop.train(cfg)
+    run = tmp_path / "run"
+    assert {"config.yaml", "manifest.json", "metrics.jsonl", "checkpoints", "adapter"} <= {p.name for p in run.iterdir()}
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["versions"]["peft"] and len(manifest["chat_template_sha256"]) == 64
+    assert manifest["data"]["train"]["sha256"]
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert result.best_val_loss == min(e["val_loss"] for e in evals)
+    # adapter/ is the best checkpoint by val loss, and plain PEFT loads it
+    best = f"checkpoints/step-{result.best_step}/adapter_model.safetensors"
+    a, b = load_file(str(run / "adapter/adapter_model.safetensors")), load_file(str(run / best))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    PeftModel.from_pretrained(base, str(run / "adapter"))
+    # a second run into the same directory is refused rather than overwriting it
+    from tunewise.errors import TunewiseError
+
+    with pytest.raises(TunewiseError, match="already holds a run"):
+        loop.train(cfg)
+
+
+def test_qlora_layers_are_4bit_and_train(tiny_model_dir, chatml_tokenizer, sql_data):
+    import bitsandbytes as bnb
+
+    model = lora_model(tiny_model_dir, dtype="bfloat16", quantization="nf4")
+    n_linear = 2 * 7  # q, k, v, o, gate, up, down in each of 2 layers
+    assert count_4bit_linear(model) == n_linear
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            assert module.weight.dtype == torch.uint8
+            assert module.weight.quant_state.quant_type == "nf4"
+            assert module.weight.quant_state.nested  # double quantization
+    # frozen non-quantized weights stay 16-bit (no blanket fp32 upcast)
+    assert model.get_base_model().get_input_embeddings().weight.dtype == torch.bfloat16
+    items = encoded(chatml_tokenizer, sql_data[0])[:2]
+    loss, n = summed_loss(model, collate(items, chatml_tokenizer.pad_token_id))
+    loss.backward()
+    assert torch.isfinite(loss) and n > 0
+    lora_a = [p.grad for name, p in model.named_parameters() if "lora_B" in name]
+    assert len(lora_a) == n_linear and all(g is not None and g.abs().sum() > 0 for g in lora_a)
