@@ -55,6 +55,80 @@ def train(
     run_training(cfg, resume=resume, console=console)
 
 
+@app.command("eval")
+def eval_cmd(
+    run: str = typer.Option(..., "--run", help="Run directory (holds config.yaml and adapter/)."),
+    data: str = typer.Option(..., "--data", help="Held-out JSONL; the last assistant message is the reference."),
+    metric: str = typer.Option(..., "--metric", help="exact_match | sql_exec | json_valid | regex:PATTERN | module:function"),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write results as JSON here."),
+    html_out: Optional[str] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+) -> None:
+    """Score base and tuned models on the same held-out prompts (greedy decoding)."""
+    _quiet_libraries()
+    from .evaluate.compare import compare
+    from .evaluate.metrics import get_metric
+    from .evaluate.report import score_table, write_html, write_json
+
+    get_metric(metric)  # fail on a bad metric before loading any model
+    result = compare(run, data, metric, max_new_tokens, batch_size)
+    console.print(score_table(result))
+    from pathlib import Path
+
+    if json_out:
+        write_json(result, Path(json_out))
+        console.print(f"JSON: {json_out}")
+    if html_out:
+        write_html(result, Path(html_out), Path(run) / "report" / "loss.png")
+        console.print(f"HTML report: {html_out}")
+
+
+@app.command()
+def merge(
+    run: str = typer.Argument(..., help="Run directory."),
+    out: str = typer.Option(..., "--out", help="Directory for the merged model (must not exist or be empty)."),
+) -> None:
+    """Merge the run's adapter into a 16-bit base; check merged and adapter logits agree."""
+    _quiet_libraries()
+    from .export.merge import merge as do_merge
+
+    parity = do_merge(run, out)
+    console.print(f"merged model: {out} (adapter kept in {run}/adapter)")
+    console.print(f"parity on {parity.examples} prompts: top-1 agreement {parity.top1_agreement:.1%}, "
+                  f"max |logit diff| {parity.max_abs_diff:.3g}")
+
+
+@app.command()
+def chat(
+    target: str = typer.Argument(..., help="A run directory, a model directory, or a model name."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer one prompt and exit."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+) -> None:
+    """Chat with a tuned run or a model (greedy decoding)."""
+    _quiet_libraries()
+    from .chat import chat_loop, load_for_chat, reply
+
+    model, tokenizer = load_for_chat(target)
+    if prompt is not None:
+        history = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        print(reply(model, tokenizer, history, max_new_tokens))
+    else:
+        chat_loop(model, tokenizer, system, console, max_new_tokens)
+
+
+@app.command()
+def quickstart(
+    out: str = typer.Option("tunewise-quickstart", "--out", help="Where the run, merged model and reports go."),
+) -> None:
+    """The whole pipeline on the bundled model and the SQL example, in minutes on a CPU."""
+    _quiet_libraries()
+    from .quickstart import run_quickstart
+
+    run_quickstart(out, console)
+
+
 def main() -> None:
     try:
         app()

@@ -24,6 +24,7 @@ from ..config import Config
 from ..data.batching import collate, count_trained, micro_batches, step_indices, steps_per_epoch
 from ..data.template import template_hash
 from ..errors import TunewiseError
+from ..evaluate.report import plot_losses
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
 from . import checkpoint as ckpt
@@ -133,6 +134,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
                                      {"early_stopping": stopper.state(), "total_steps": total_steps})
 
     seconds = time.time() - started
+    plot_losses(log.metrics_path, run_dir / "report" / "loss.png")
     log.write_manifest(finished=datetime.now(timezone.utc).isoformat(), steps=step,
                        best_step=stopper.best_step, best_val_loss=stopper.best_loss)
     console.print(f"done: {step} steps in {seconds:.0f}s; best val loss {stopper.best_loss:.4f} at step "

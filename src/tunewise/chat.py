@@ -1,0 +1,42 @@
+"""`tunewise chat`: talk to a tuned run (base + adapter) or any model, one prompt or a loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .evaluate.generate import generate
+from .model.load import load_model, load_tokenizer, resolve_model
+
+
+def load_for_chat(target: str):
+    """A run directory (its adapter on its base) or a model name/directory."""
+    if (Path(target) / "config.yaml").is_file() and (Path(target) / "adapter").is_dir():
+        from .evaluate.compare import load_tuned
+
+        model, tokenizer, _ = load_tuned(target)
+        return model, tokenizer
+    source = resolve_model(target)
+    return load_model(source), load_tokenizer(source)
+
+
+def reply(model, tokenizer, history: list[dict], max_new_tokens: int = 256) -> str:
+    return generate(model, tokenizer, [history], max_new_tokens=max_new_tokens, batch_size=1)[0]
+
+
+def chat_loop(model, tokenizer, system: str | None, console, max_new_tokens: int = 256) -> None:
+    history = [{"role": "system", "content": system}] if system else []
+    console.print("[dim]empty line or Ctrl-D to quit; /reset clears the conversation[/dim]")
+    while True:
+        try:
+            text = console.input("[bold green]you> [/]")
+        except EOFError:
+            break
+        if not text.strip():
+            break
+        if text.strip() == "/reset":
+            history = history[:1] if system else []
+            continue
+        history.append({"role": "user", "content": text})
+        answer = reply(model, tokenizer, history, max_new_tokens)
+        history.append({"role": "assistant", "content": answer})
+        console.print(f"[bold blue]model>[/] {answer}", highlight=False, markup=False)

@@ -1,0 +1,64 @@
+"""Base versus tuned on the same held-out prompts: the evidence the guide asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..config import Config
+from ..data.load import load_examples
+from ..errors import TunewiseError
+from ..model.load import load_model, load_tokenizer, resolve_model
+from .generate import generate, prompt_messages
+from .metrics import get_metric
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise TunewiseError(f"{run_dir} is not a tunewise run directory (no config.yaml)")
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise TunewiseError(f"{run_dir} has no trained adapter yet (adapter/ is missing); train first")
+    return Config.model_validate(yaml.safe_load(path.read_text()))
+
+
+def load_tuned(run_dir: str | Path, quantization: str | None = None):
+    """The run's base model with its adapter attached (disable it to get the base model back)."""
+    from peft import PeftModel
+
+    config = load_run_config(run_dir)
+    source = resolve_model(config.model.name)
+    tokenizer = load_tokenizer(source, config.model.trust_remote_code)
+    base = load_model(source, config.model.dtype, quantization or config.model.quantization,
+                      trust_remote_code=config.model.trust_remote_code)
+    model = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter"))
+    model.eval()
+    return model, tokenizer, config
+
+
+def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_new_tokens: int = 128,
+            batch_size: int = 16, progress=None) -> dict:
+    metric = get_metric(metric_name)
+    examples = load_examples(data_path)
+    model, tokenizer, _ = load_tuned(run_dir)
+    prompts = [prompt_messages(e.messages) for e in examples]
+    references = [e.messages[-1]["content"] for e in examples]
+    with model.disable_adapter():
+        base_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    tuned_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    rows = []
+    for ex, prompt, ref, b, t in zip(examples, prompts, references, base_out, tuned_out):
+        rows.append({
+            "prompt": prompt[-1]["content"] if prompt else "", "reference": ref, "base": b, "tuned": t,
+            "base_ok": float(metric(b, ref, ex.meta)), "tuned_ok": float(metric(t, ref, ex.meta)),
+            "line": ex.line,
+        })
+    n = len(rows)
+    return {
+        "metric": metric_name, "n": n, "data": str(data_path), "run": str(run_dir),
+        "base": {"score": sum(r["base_ok"] for r in rows) / n},
+        "tuned": {"score": sum(r["tuned_ok"] for r in rows) / n},
+        "examples": rows,
+    }

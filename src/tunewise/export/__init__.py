@@ -1,0 +1,1 @@
+"""Export: merging an adapter into a 16-bit base (merge.py)."""

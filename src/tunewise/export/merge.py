@@ -1,0 +1,73 @@
+"""Merge a run's adapter into a 16-bit copy of its base model, and prove the merge is faithful.
+
+The base is always loaded in 16-bit for merging, never 4-bit, even for QLoRA runs: folding LoRA
+deltas into quantized weights would round them away. The adapter directory is left untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.template import render
+from ..errors import TunewiseError
+from ..evaluate.compare import load_tuned
+from ..train.checkpoint import atomic_dir
+
+
+@dataclass
+class Parity:
+    max_abs_diff: float
+    top1_agreement: float
+    examples: int
+
+    @property
+    def ok(self) -> bool:
+        return self.top1_agreement >= 0.99
+
+
+PARITY_PROMPTS = [
+    [{"role": "user", "content": "How many rows does the users table have?"}],
+    [{"role": "user", "content": "Write a haiku about autumn."}],
+    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2 + 2?"}],
+]
+
+
+@torch.no_grad()
+def _logits(model, tokenizer, conversations) -> list[torch.Tensor]:
+    out = []
+    for conv in conversations:
+        ids = tokenizer(render(tokenizer, conv, add_generation_prompt=True), add_special_tokens=False,
+                        return_tensors="pt")["input_ids"]
+        out.append(model(input_ids=ids).logits[0].float())
+    return out
+
+
+def merge(run_dir: str | Path, out_dir: str | Path, conversations=None) -> Parity:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise TunewiseError(f"{out_dir} exists and is not empty; choose another --out")
+    # quantization="none": a QLoRA run's adapter is merged into the 16-bit base (config dtype)
+    model, tokenizer, _ = load_tuned(run_dir, quantization="none")
+    conversations = conversations or PARITY_PROMPTS
+    with_adapter = _logits(model, tokenizer, conversations)
+    merged = model.merge_and_unload()
+    after = _logits(merged, tokenizer, conversations)
+    diffs = [(a - b).abs().max().item() for a, b in zip(with_adapter, after)]
+    agree = [(a.argmax(-1) == b.argmax(-1)).float().mean().item() for a, b in zip(with_adapter, after)]
+    parity = Parity(max(diffs), sum(agree) / len(agree), len(conversations))
+    if not parity.ok:
+        raise TunewiseError(f"merged model disagrees with the adapter (top-1 agreement {parity.top1_agreement:.1%}); "
+                            "not saving it. Keep using the adapter.")
+
+    def write(tmp: Path) -> None:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)  # includes the chat template
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    atomic_dir(out_dir, write)
+    return parity

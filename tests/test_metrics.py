@@ -1,0 +1,72 @@
+"""Each metric on hand-made cases."""
+
+import pytest
+
+from tunewise.errors import TunewiseError
+from tunewise.evaluate.metrics import get_metric
+
+SETUP = ("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score INTEGER);"
+         "INSERT INTO t VALUES (1, 'a', 30), (2, 'b', 10), (3, 'c', 20), (4, 'd', 10);")
+META = {"setup_sql": SETUP}
+sql = get_metric("sql_exec")
+
+
+def test_sql_exec_same_rows_different_query_scores_1():
+    ref = "SELECT name FROM t WHERE score > 15;"
+    assert sql("SELECT name FROM t WHERE NOT score <= 15", ref, META) == 1.0
+    assert sql("SELECT name FROM t WHERE score > 25;", ref, META) == 0.0
+
+
+def test_sql_exec_order_matters_only_with_order_by():
+    unordered = "SELECT name FROM t WHERE score >= 20;"
+    assert sql("SELECT name FROM t WHERE score >= 20 ORDER BY name DESC;", unordered, META) == 1.0  # multiset
+    ordered = "SELECT name FROM t ORDER BY score DESC LIMIT 2;"
+    assert sql("SELECT name FROM t WHERE score >= 20 ORDER BY score DESC;", ordered, META) == 1.0
+    assert sql("SELECT name FROM t WHERE score >= 20 ORDER BY score ASC;", ordered, META) == 0.0
+
+
+def test_sql_exec_multiset_counts_duplicates():
+    ref = "SELECT score FROM t;"
+    assert sql("SELECT DISTINCT score FROM t;", ref, META) == 0.0
+
+
+def test_prose_or_markdown_around_sql_scores_0():
+    ref = "SELECT COUNT(*) FROM t;"
+    assert sql("SELECT COUNT(*) FROM t;", ref, META) == 1.0
+    assert sql("```sql\nSELECT COUNT(*) FROM t;\n```", ref, META) == 0.0
+    assert sql("Here is the query: SELECT COUNT(*) FROM t;", ref, META) == 0.0
+    assert sql("SELECT COUNT(*) FROM t; SELECT 1;", ref, META) == 0.0  # one query only
+
+
+@pytest.mark.parametrize("bad", ["SELEC name FROM t", "SELECT nope FROM t", "", "DROP TABLE t",
+                                 "ATTACH DATABASE '/tmp/tunewise-pwned.db' AS x", "INSERT INTO t VALUES (9,'z',1)",
+                                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT COUNT(*) FROM c"])
+def test_bad_sql_scores_0_without_crashing(bad, tmp_path):
+    assert sql(bad, "SELECT COUNT(*) FROM t;", META) == 0.0
+
+
+def test_sql_exec_needs_setup():
+    with pytest.raises(TunewiseError, match="setup_sql"):
+        sql("SELECT 1", "SELECT 1", {})
+
+
+def test_exact_match_and_json_and_regex():
+    em = get_metric("exact_match")
+    assert em(" SELECT 1; \n", "SELECT 1;", {}) == 1.0 and em("select 1;", "SELECT 1;", {}) == 0.0
+    js = get_metric("json_valid")
+    assert js('{"a": [1, 2]}', "", {}) == 1.0 and js("{'a': 1}", "", {}) == 0.0 and js("[" * 100000, "", {}) == 0.0
+    rx = get_metric(r"regex:SELECT .*;")
+    assert rx("SELECT a FROM b;", "", {}) == 1.0 and rx("Sure! SELECT a FROM b;", "", {}) == 0.0
+    with pytest.raises(TunewiseError, match="regular expression"):
+        get_metric("regex:(unclosed")
+
+
+def test_user_metric_module_function(tmp_path, monkeypatch):
+    (tmp_path / "my_metrics.py").write_text("def shouty(output, reference, meta):\n    return float(output.isupper())\n")
+    monkeypatch.chdir(tmp_path)
+    metric = get_metric("my_metrics:shouty")
+    assert metric("YES", "", {}) == 1.0 and metric("no", "", {}) == 0.0
+    with pytest.raises(TunewiseError, match="no function"):
+        get_metric("my_metrics:missing")
+    with pytest.raises(TunewiseError, match="unknown metric"):
+        get_metric("bleu")
