@@ -24,7 +24,7 @@ def test_train_bundled_model_end_to_end(sql_data, tmp_path):
     config.write_text(
         "model: {name: smollm2-135m-instruct}\n"
         "lora: {r: 8, alpha: 16}\n"
-        "data: {train: train.jsonl, val: val.jsonl, max_seq_len: 256}\n"
+        "data: {train: train.jsonl, val: val.jsonl, max_seq_len: 256, allow_small: true}\n"
         "train: {batch_size: 4, eval_every: 2, save_every: 2}\n"
         "output_dir: runs/e2e\n"
     )

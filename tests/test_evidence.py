@@ -24,7 +24,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir):
     cfg = Config.model_validate({
         "model": {"name": str(tiny_model_dir), "dtype": "float32"},
         "lora": {"r": 4, "alpha": 8},
-        "data": {"train": str(tr), "val": str(va), "max_seq_len": 128},
+        "data": {"train": str(tr), "val": str(va), "max_seq_len": 128, "allow_small": True},
         "train": {"batch_size": 4, "max_steps": 4, "eval_every": 2, "save_every": 2, "lr": 1e-2},
         "output_dir": str(root / "run"),
     })

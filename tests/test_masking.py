@@ -59,7 +59,7 @@ def test_llama3_single_and_multi_turn(llama3_tokenizer):
 
 
 def test_prompt_completion_becomes_user_assistant(chatml_tokenizer):
-    ex = to_example({"prompt": "Say hi", "completion": "hi"}, "f:1")
+    ex = to_example({"prompt": "Say hi", "completion": "hi"}, "f", 1)
     assert [m["role"] for m in ex.messages] == ["user", "assistant"]
     assert trained_text(chatml_tokenizer, encode(chatml_tokenizer, ex, 512)) == ["hi<|im_end|>"]
 

@@ -80,7 +80,7 @@ def run_config(model_dir, data, out, **train):
     return Config.model_validate({
         "model": {"name": str(model_dir), "dtype": "float32"},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
-        "data": {"train": str(data[0]), "val": str(data[1]), "max_seq_len": 256},
+        "data": {"train": str(data[0]), "val": str(data[1]), "max_seq_len": 256, "allow_small": True},
         "train": settings, "output_dir": str(out),
     })
 

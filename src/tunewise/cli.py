@@ -39,6 +39,88 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+data_app = typer.Typer(help="Check and split chat data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    file: str = typer.Argument(..., help="Training JSONL (chat messages or prompt/completion)."),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation JSONL, checked too and for leakage."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model whose tokenizer and chat template to check."),
+    max_seq_len: int = typer.Option(2048, "--max-seq-len", min=1),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    strict: bool = typer.Option(False, "--strict", help="Warnings fail the check too."),
+    allow_small: bool = typer.Option(False, "--allow-small", help="Fewer than 50 examples is a warning, not an error."),
+) -> None:
+    """Find data and chat-template mistakes before training. Exit 0 usable, 1 errors, 2 usage."""
+    import json
+
+    _quiet_libraries()
+    from .data.doctor import check
+
+    tokenizer = None
+    if model:
+        from .model.load import load_tokenizer, resolve_model
+
+        tokenizer = load_tokenizer(resolve_model(model))
+    report = check(file, val, tokenizer, max_seq_len if model else None, allow_small)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        from .data.doctor_view import show
+
+        show(report, console)
+    if report.errors or (strict and report.warnings):
+        raise typer.Exit(1)
+
+
+@data_app.command("split")
+def data_split(
+    file: str = typer.Argument(..., help="JSONL to split."),
+    val_fraction: float = typer.Option(..., "--val-fraction", min=0.0, max=0.9),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", min=0.0, max=0.9),
+    seed: int = typer.Option(0, "--seed"),
+    out: str = typer.Option(..., "--out", help="Directory for train.jsonl, val.jsonl (and test.jsonl)."),
+) -> None:
+    """Shuffle and split a JSONL file; lines are copied byte for byte, the input is left untouched."""
+    from .data.split import split_file
+
+    for name, n in split_file(file, val_fraction, test_fraction, seed, out).items():
+        console.print(f"{name}: {n} examples")
+
+
+@app.command("advise")
+def advise_cmd(
+    problem: Optional[str] = typer.Option(None, "--problem", help="|".join(["format", "domain", "latency", "privacy",
+                                                                             "knowledge", "documents", "instructions"])),
+    examples: Optional[int] = typer.Option(None, "--examples", min=0, help="How many good examples you have."),
+    tried_prompting: Optional[bool] = typer.Option(None, "--tried-prompting/--not-tried-prompting"),
+) -> None:
+    """Should you fine-tune? The guide's decision table as questions (or flags)."""
+    from rich.prompt import Confirm, IntPrompt, Prompt
+
+    from .advise import PROBLEMS, advise
+
+    if problem is not None and problem not in PROBLEMS:
+        raise TunewiseError(f"--problem {problem!r}: choose one of {', '.join(PROBLEMS)}")
+    interactive = sys.stdin.isatty()
+    if not interactive and None in (problem, examples, tried_prompting):
+        raise TunewiseError("not a terminal: give --problem, --examples and --tried-prompting/--not-tried-prompting")
+    if problem is None:
+        for key, text in PROBLEMS.items():
+            console.print(f"  [bold]{key}[/]: {text}")
+        problem = Prompt.ask("What is the problem?", choices=list(PROBLEMS), console=console)
+    if tried_prompting is None:
+        tried_prompting = Confirm.ask("Have you already tried a better prompt and few-shot examples?", console=console)
+    if examples is None:
+        examples = IntPrompt.ask("How many good, reviewed examples do you have?", console=console)
+    advice = advise(problem, examples, tried_prompting)
+    console.print(f"[bold]Recommendation: {advice.approach}[/]")
+    console.print(f"why: {advice.why}")
+    console.print(f"next: {advice.next_step}")
+
+
 @app.command()
 def train(
     config: str = typer.Argument(..., help="YAML config (see README)."),

@@ -41,6 +41,8 @@ class DataConfig(_Strict):
     val_fraction: float | None = Field(None, gt=0, lt=1)
     """Used only when `val` is not given; the guide recommends 10-20%."""
     max_seq_len: int = Field(2048, gt=8)
+    allow_small: bool = False
+    """Train on fewer than 50 examples anyway (the guide: use few-shot prompting instead)."""
 
     @model_validator(mode="after")
     def _one_val_source(self) -> "DataConfig":

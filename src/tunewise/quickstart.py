@@ -13,6 +13,7 @@ from rich.console import Console
 
 from .errors import TunewiseError
 
+BUNDLED_MODEL = "smollm2-135m-instruct"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sql"
 
 
@@ -33,7 +34,9 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     from .evaluate.generate import prompt_messages
     from .evaluate.report import score_table, write_html, write_json
     from .export.merge import merge
-    from .model.load import load_model, load_tokenizer
+    from .data.doctor import check
+    from .data.doctor_view import show
+    from .model.load import load_model, load_tokenizer, resolve_model
     from .train.loop import train
 
     out = Path(out)
@@ -42,10 +45,12 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     example = _example_dir()
     started = time.time()
 
-    console.rule("1. data check")
-    for split in ("train", "val", "test"):
-        examples = load_examples(example / f"{split}.jsonl")
-        console.print(f"{split}: {len(examples)} valid examples ({example / f'{split}.jsonl'})")
+    console.rule("1. data check (the same checks `tunewise data check` runs)")
+    source = resolve_model(BUNDLED_MODEL)
+    report = check(example / "train.jsonl", example / "val.jsonl", load_tokenizer(source), 512)
+    show(report, console)
+    if report.errors:
+        raise TunewiseError("the example data failed its check; regenerate it with examples/sql/generate.py")
 
     console.rule("2. train (LoRA on smollm2-135m-instruct)")
     config = load_config(example / "config.yaml", [f"output_dir={out / 'run'}"])
@@ -64,8 +69,8 @@ def run_quickstart(out: str | Path, console: Console) -> None:
 
     console.rule("5. ask the merged model one unseen question")
     sample = load_examples(example / "test.jsonl")[0]
-    source = str(out / "merged")
-    answer = reply(load_model(source), load_tokenizer(source), prompt_messages(sample.messages), 128)
+    merged_dir = str(out / "merged")
+    answer = reply(load_model(merged_dir), load_tokenizer(merged_dir), prompt_messages(sample.messages), 128)
     console.print(f"question: {sample.messages[-2]['content']}", highlight=False)
     console.print(f"answer:   {answer}", highlight=False)
 

@@ -22,6 +22,7 @@ class Encoded:
     labels: list[int]
     truncated: bool = False
     lost_trained_tokens: int = 0
+    overflow: int = 0  # tokens cut by truncation
     meta: dict = field(default_factory=dict)
 
     @property
@@ -42,9 +43,10 @@ def encode(tokenizer, example: Example, max_seq_len: int, where: str = "") -> En
         labels.append(token if inside else IGNORE)
     full_trained = sum(1 for x in labels if x != IGNORE)
     truncated = len(ids) > max_seq_len
+    overflow = max(0, len(ids) - max_seq_len)
     ids, labels = ids[:max_seq_len], labels[:max_seq_len]
     kept = sum(1 for x in labels if x != IGNORE)
-    return Encoded(ids, labels, truncated, full_trained - kept, example.meta)
+    return Encoded(ids, labels, truncated, full_trained - kept, overflow, example.meta)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from .early_stop import EarlyStopping
 from .loss import summed_loss
 from .optim import make_optimizer, make_scheduler
 from .runlog import RunLog, file_sha256
-from .setup import end_of_turn_trained, prepare_data
+from .setup import prepare_data
 
 
 @dataclass
@@ -60,8 +60,6 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
     for line in [data.train_stats.summary("train", config.data.max_seq_len),
                  data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
         console.print(line)
-    if not end_of_turn_trained(tokenizer, data.train[0]):
-        console.print("[yellow]warning: the end-of-turn token is not inside the loss; the model may not learn to stop")
 
     model = load_model(source, config.model.dtype, config.model.quantization, accelerator.device,
                        config.model.trust_remote_code)

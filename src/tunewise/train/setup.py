@@ -33,9 +33,29 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
     return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
+def doctor_gate(config: Config, tokenizer) -> list[str]:
+    """The data doctor's checks at the start of training: errors refuse the run, warnings are shown."""
+    from ..data.doctor import check
+
+    data = config.data
+    report = check(data.train, data.val, tokenizer, data.max_seq_len, data.allow_small)
+    errors = [f"{f.where()}{f.message}" for f in report.findings if f.level == "error"]
+    if errors:
+        shown = "\n  ".join(errors[:10])
+        more = f"\n  ... {report.errors - 10} more" if report.errors > 10 else ""
+        raise TunewiseError(f"the data check found {report.errors} errors:\n  {shown}{more}\n"
+                            f"run `tunewise data check {data.train} --model {config.model.name}` for the full report")
+    warnings = [f for f in report.findings if f.level == "warning" and f.code != "truncated"]
+    notes = [f"warning: {f.where()}{f.message}" for f in warnings[:5]]
+    if report.warnings > len(notes):
+        notes.append(f"({report.warnings} data warnings in all; `tunewise data check` lists them)")
+    return notes
+
+
 def prepare_data(config: Config, tokenizer) -> Datasets:
     require_template(tokenizer, config.model.name)
-    data, notes = config.data, []
+    data = config.data
+    notes = doctor_gate(config, tokenizer)
     train = load_examples(data.train)
     if data.val:
         val = load_examples(data.val)
@@ -46,14 +66,4 @@ def prepare_data(config: Config, tokenizer) -> Datasets:
         train, val = split_examples(train, fraction, config.train.seed)
     train_enc, train_stats = encode_all(tokenizer, train, data.max_seq_len, data.train)
     val_enc, val_stats = encode_all(tokenizer, val, data.max_seq_len, data.val or f"{data.train} (val split)")
-    if len(train_enc) < 50:
-        notes.append(f"only {len(train_enc)} training examples: the guide advises few-shot prompting under 50")
     return Datasets(train_enc, val_enc, train_stats, val_stats, notes)
-
-
-def end_of_turn_trained(tokenizer, example: Encoded) -> bool:
-    """The token that ends an assistant turn must be inside the loss, or the model never learns to stop."""
-    eos_ids = {tokenizer.eos_token_id} | set(getattr(tokenizer, "added_tokens_encoder", {}).get(t, -1)
-                                              for t in ("<|im_end|>", "<|eot_id|>", "<|end|>"))
-    trained = [t for t in example.labels if t != -100]
-    return bool(trained) and trained[-1] in eos_ids
