@@ -50,6 +50,20 @@ def test_train_bundled_model_end_to_end(sql_data, tmp_path):
         after = tuned(**ids).logits
     assert (after - before).abs().max() > 1e-3
 
+    # the evidence commands on the same run: eval (JSON + HTML), merge, chat
+    proc = run(["eval", "--run", "runs/e2e", "--data", "val.jsonl", "--metric", "exact_match",
+                "--json", "eval.json", "--html", "report.html", "--max-new-tokens", "24"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["n"] == 6 and len(result["examples"]) == 6 and "base" in proc.stdout
+    assert "data:image/png;base64" in (tmp_path / "report.html").read_text()  # loss curve embedded
+    proc = run(["merge", "runs/e2e", "--out", "merged"], cwd=tmp_path)
+    assert proc.returncode == 0 and "top-1 agreement 100.0%" in proc.stdout, proc.stdout + proc.stderr
+    assert AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged")).dtype == torch.bfloat16
+    proc = run(["chat", "runs/e2e", "--prompt", "Rows of table t3 with id above 3?", "--max-new-tokens", "24"],
+               cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
+
 
 def test_user_errors_are_one_clear_message(tmp_path):
     proc = run(["train", "missing.yaml"], cwd=tmp_path)
@@ -71,3 +85,34 @@ def test_user_errors_are_one_clear_message(tmp_path):
     proc = run(["train", "c.yaml"], cwd=tmp_path)
     assert proc.returncode == 1 and "t.jsonl:1" in proc.stderr and "last message" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_advise_follows_the_guide(tmp_path):
+    proc = run(["advise", "--problem", "format", "--examples", "300", "--tried-prompting"], cwd=tmp_path)
+    assert proc.returncode == 0 and "Recommendation: fine-tune" in proc.stdout
+    proc = run(["advise", "--problem", "format", "--examples", "30", "--tried-prompting"], cwd=tmp_path)
+    assert "few-shot" in proc.stdout
+    proc = run(["advise", "--problem", "knowledge", "--examples", "1000", "--tried-prompting"], cwd=tmp_path)
+    assert "RAG" in proc.stdout
+    proc = run(["advise", "--problem", "domain", "--examples", "1000", "--not-tried-prompting"], cwd=tmp_path)
+    assert "improve the prompt" in proc.stdout
+    proc = run(["advise", "--problem", "vibes", "--examples", "1", "--tried-prompting"], cwd=tmp_path)
+    assert proc.returncode == 1 and "--problem 'vibes'" in proc.stderr
+    proc = subprocess.run(TUNEWISE + ["advise"], cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and "not a terminal" in proc.stderr
+
+
+def test_data_split_keeps_the_input(tmp_path):
+    from tests.conftest import sql_example, write_jsonl
+
+    src = write_jsonl(tmp_path / "all.jsonl", [sql_example(i) for i in range(100)])
+    before = src.read_bytes()
+    proc = run(["data", "split", "all.jsonl", "--val-fraction", "0.1", "--test-fraction", "0.2", "--out", "split"],
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sizes = {p: len((tmp_path / "split" / f"{p}.jsonl").read_text().splitlines()) for p in ("train", "val", "test")}
+    assert sizes == {"train": 70, "val": 10, "test": 20} and src.read_bytes() == before
+    lines = set()
+    for p in sizes:
+        lines |= set((tmp_path / "split" / f"{p}.jsonl").read_text().splitlines())
+    assert lines == set(before.decode().splitlines())
