@@ -79,6 +79,8 @@ def test_loss_plot_and_overfit_region(tiny_run, tmp_path):
              {"step": 8, "val_loss": 1.5}]
     assert overfit_start(train_events, evals) == 4
     assert overfit_start(train_events, evals[:2]) is None
+    noise = evals[:2] + [{"step": 6, "val_loss": 1.205}]  # +0.4%: noise, not overfitting
+    assert overfit_start(train_events, noise) is None
     metrics = tmp_path / "m.jsonl"
     metrics.write_text("".join(json.dumps({"event": "train", **e}) + "\n" for e in train_events)
                        + "".join(json.dumps({"event": "eval", **e}) + "\n" for e in evals))

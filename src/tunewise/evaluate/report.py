@@ -33,8 +33,11 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
     return [e for e in events if e["event"] == "train"], [e for e in events if e["event"] == "eval"]
 
 
+RISE = 0.01  # val loss must rise by more than 1% over the best to count as overfitting, not noise
+
+
 def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
-    """First eval step after the best where val loss rose while train loss kept falling, else None."""
+    """The best step, when a later eval's val loss rose (by more than RISE) while train loss kept falling."""
     if len(evals) < 2:
         return None
     best = min(evals, key=lambda e: e["val_loss"])
@@ -44,7 +47,7 @@ def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
         return sum(window) / len(window)
 
     for e in evals:
-        if e["step"] > best["step"] and e["val_loss"] > best["val_loss"] and train_near(e["step"]) < train_near(best["step"]):
+        if e["step"] > best["step"] and e["val_loss"] > best["val_loss"] * (1 + RISE) and train_near(e["step"]) < train_near(best["step"]):
             return best["step"]
     return None
 
