@@ -90,6 +90,46 @@ def data_split(
         console.print(f"{name}: {n} examples")
 
 
+@app.command("plan")
+def plan_cmd(
+    model: str = typer.Option(..., "--model", help="A preset (llama-3.1-8b, ...), a model directory or a config.json."),
+    method: str = typer.Option(..., "--method", help="full | lora | qlora"),
+    seq_len: int = typer.Option(..., "--seq-len", min=1),
+    batch: int = typer.Option(..., "--batch", min=1, help="Sequences per forward pass (micro-batch)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    lora_r: int = typer.Option(16, "--lora-r", min=1),
+    gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="e.g. 24GB: say whether it fits."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Predict peak training memory, broken down, and whether it fits a GPU."""
+    import json
+
+    from rich.table import Table
+
+    from .plan import GIB, parse_size, plan, resolve_shape
+
+    budget = parse_size(gpu_memory) if gpu_memory else None
+    result = plan(resolve_shape(model), method, seq_len, batch, gradient_checkpointing, lora_r, budget)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    table = Table(title=f"{method} on {model}: seq {seq_len} x batch {batch}"
+                        + (" with gradient checkpointing" if gradient_checkpointing else ""))
+    table.add_column("memory")
+    table.add_column("GiB", justify="right")
+    for name, size in result.breakdown.items():
+        table.add_row(name, f"{size / GIB:.2f}")
+    table.add_row("[bold]total (tensors)", f"[bold]{result.total_bytes / GIB:.2f}")
+    table.add_row("framework overhead on a GPU (CUDA context)", f"{result.overhead_bytes / GIB:.2f}")
+    console.print(table)
+    if result.fits is not None:
+        verdict = "[bold green]fits" if result.fits else "[bold red]does not fit"
+        console.print(f"{verdict}[/] in {gpu_memory}; largest micro-batch at seq {seq_len}: {result.max_batch}; "
+                      f"longest sequence at batch {batch}: {result.max_seq_len}")
+        if result.advice:
+            console.print(f"change first: {result.advice}")
+
+
 @app.command("advise")
 def advise_cmd(
     problem: Optional[str] = typer.Option(None, "--problem", help="|".join(["format", "domain", "latency", "privacy",
@@ -216,6 +256,10 @@ def main() -> None:
         app()
     except TunewiseError as e:
         err_console.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        sys.exit(1)
+    except OSError as e:  # a full disk or a vanished file mid-run: say what and where, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        err_console.print(f"[red]error:[/red] {e.strerror or e}{where}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; the last checkpoint is kept (resume with --resume)")

@@ -21,6 +21,9 @@ def load_run_config(run_dir: str | Path) -> Config:
         raise TunewiseError(f"{run_dir} is not a tunewise run directory (no config.yaml)")
     if not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise TunewiseError(f"{run_dir} has no trained adapter yet (adapter/ is missing); train first")
+    if not (run_dir / "adapter" / "adapter_model.safetensors").is_file():
+        raise TunewiseError(f"{run_dir / 'adapter'} has no adapter_model.safetensors; tunewise loads safetensors "
+                            "only, never pickled weights")
     return Config.model_validate(yaml.safe_load(path.read_text()))
 
 

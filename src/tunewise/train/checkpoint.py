@@ -45,6 +45,24 @@ def atomic_dir(target: Path, write) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def ensure_writable(run_dir: Path) -> None:
+    """Fail at the start, with the path named, rather than after an hour of training."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkstemp(prefix=".write-test-", dir=run_dir)[1])
+        probe.unlink()
+    except OSError as e:
+        raise TunewiseError(f"cannot write to output_dir {run_dir}: {e.strerror or e}") from None
+    recover(run_dir / "adapter")
+
+
+def recover(target: Path) -> None:
+    """A kill between the two renames of atomic_dir leaves only the old copy: put it back."""
+    old = target.with_name(f".{target.name}-old")
+    if old.is_dir() and not target.exists():
+        os.replace(old, target)
+
+
 def save_adapter(model, target: Path) -> None:
     atomic_dir(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 

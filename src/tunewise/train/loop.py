@@ -29,6 +29,7 @@ from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
 from . import checkpoint as ckpt
 from .early_stop import EarlyStopping
+from .guards import OverfitWatch, SpikeGuard, check_finite
 from .loss import summed_loss
 from .optim import make_optimizer, make_scheduler
 from .runlog import RunLog, file_sha256
@@ -50,6 +51,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
     console = console or Console()
     run_dir = Path(config.output_dir)
     _check_run_dir(run_dir, resume)
+    ckpt.ensure_writable(run_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     set_seed(config.train.seed)
     started = time.time()
@@ -84,7 +86,9 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
 
     lengths = [len(x.input_ids) for x in data.train]
     pad_id = tokenizer.pad_token_id
-    trained_tokens, last_eval, stopped_early = 0, None, False
+    trained_tokens, stopped_early = 0, False
+    spikes, overfit = SpikeGuard(), OverfitWatch()
+    history = _history(log, step)  # train/eval events so far (resumed runs included), for the guards
     model.train()
     with _progress(console) as progress:
         task = progress.add_task("train", total=total_steps, completed=step, loss="-", val="-", lr="-", tps="-")
@@ -94,35 +98,36 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
             batches = [collate([data.train[i] for i in group], pad_id)
                        for group in micro_batches(indices, lengths, tc.micro_batch_size)]
             loss, step_tokens = accumulate_gradients(model, batches, accelerator)
+            check_finite(loss, step + 1)  # before the update, so no NaN reaches the weights
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
 
-            if not math.isfinite(loss):
-                raise TunewiseError(
-                    f"training loss became {loss} at step {step}; stopping. The last good checkpoint is kept. "
-                    "Lower train.lr (QLoRA is more sensitive to the learning rate than LoRA)."
-                )
             seconds = time.perf_counter() - tick
             trained_tokens += step_tokens
             tokens = sum(int(b["attention_mask"].sum()) for b in batches)
             lr = scheduler.get_last_lr()[0]
-            epoch = step / steps_per_epoch(len(data.train), tc.batch_size)
+            epoch = round(step / steps_per_epoch(len(data.train), tc.batch_size), 4)
+            event = dict(event="train", step=step, epoch=epoch, loss=loss, lr=lr,
+                         grad_norm=float(grad_norm) if grad_norm is not None else None,
+                         tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds)
+            history["train"].append(event)
             if step % tc.log_every == 0 or step == total_steps:
-                log.log(event="train", step=step, epoch=round(epoch, 4), loss=loss, lr=lr,
-                        grad_norm=float(grad_norm) if grad_norm is not None else None,
-                        tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds)
+                log.log(**event)
+            _warn(console, log, step, spikes.update(step, loss))
             progress.update(task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tps=f"{tokens / seconds:.0f}")
 
             if step % tc.eval_every == 0 or step == total_steps:
-                last_eval = evaluate(model, data.val, pad_id, accelerator.device)
-                improved = stopper.update(step, last_eval)
-                log.log(event="eval", step=step, epoch=round(epoch, 4), val_loss=last_eval, best=improved)
-                progress.update(task, val=f"{last_eval:.4f}")
+                val_loss = evaluate(model, data.val, pad_id, accelerator.device)
+                improved = stopper.update(step, val_loss)
+                history["eval"].append(dict(event="eval", step=step, epoch=epoch, val_loss=val_loss, best=improved))
+                log.log(**history["eval"][-1])
+                progress.update(task, val=f"{val_loss:.4f}")
                 if improved:
                     ckpt.save_adapter(model, run_dir / "adapter")
+                _warn(console, log, step, overfit.update(history["train"], history["eval"]))
                 stopped_early = stopper.should_stop and step < total_steps
                 if stopped_early:
                     console.print(f"early stopping at step {step}: val loss has not improved for "
@@ -168,6 +173,17 @@ def evaluate(model, examples, pad_id: int, device, micro_batch_size: int | str =
         total, count = total + loss.item(), count + n
     model.train()
     return total / max(count, 1)
+
+
+def _warn(console: Console, log: RunLog, step: int, message: str | None) -> None:
+    if message:
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        log.log(event="guard", step=step, message=message)
+
+
+def _history(log: RunLog, step: int) -> dict[str, list[dict]]:
+    events = log.read_events()
+    return {kind: [e for e in events if e.get("event") == kind and e.get("step", 0) <= step] for kind in ("train", "eval")}
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:

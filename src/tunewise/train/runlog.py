@@ -64,10 +64,19 @@ class RunLog:
         with self.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(event) + "\n")
 
+    def read_events(self) -> list[dict]:
+        """Every complete event; a line cut short by a kill mid-write is skipped."""
+        if not self.metrics_path.exists():
+            return []
+        events = []
+        for line in self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
+
     def truncate_after(self, step: int) -> None:
         """On resume, drop events logged after the checkpoint so metrics.jsonl reads like one run."""
-        if not self.metrics_path.exists():
-            return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        write_atomic(self.metrics_path, "".join(line + "\n" for line in kept))
+        kept = [e for e in self.read_events() if e.get("step", 0) <= step]
+        write_atomic(self.metrics_path, "".join(json.dumps(e) + "\n" for e in kept))

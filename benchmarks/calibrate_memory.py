@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Measure real peak training memory and print it beside `tunewise plan`'s prediction.
+
+Each point runs in its own process: build the model (the bundled one, or a randomly initialised
+Llama of a given shape: memory does not depend on the weights), reset the kernel's peak-RSS mark
+(/proc/self/clear_refs) once the model is loaded, run two training steps (the second has
+optimizer state), and read the peak (VmHWM) minus the RSS before the model existed. On a GPU it
+reads torch.cuda.max_memory_allocated instead. Full fine-tuning is run as mixed precision with
+fp32 master weights and fp32 Adam moments, the accounting the planner uses.
+
+    .venv/bin/python benchmarks/calibrate_memory.py            # CPU: bundled model + random shapes
+    .venv/bin/python benchmarks/calibrate_memory.py --quick    # fewer points
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+POINTS = [  # (model, method, seq_len, batch, gradient checkpointing)
+    ("smollm2-135m-instruct", "lora", 256, 4, False),
+    ("smollm2-135m-instruct", "qlora", 256, 4, False),
+    ("smollm2-135m-instruct", "full", 256, 4, False),
+    ("smollm2-135m-instruct", "lora", 512, 4, True),
+    ("rand-h1024-l8", "lora", 512, 2, False),
+    ("rand-h1024-l8", "qlora", 512, 2, False),
+    ("rand-h1024-l8", "full", 256, 2, False),
+    ("rand-h2048-l4", "qlora", 1024, 1, False),
+    ("rand-h2048-l4", "lora", 256, 4, True),
+]
+# glibc raises its mmap threshold after large frees, after which freed activations stay in the heap
+# and RSS stops tracking live tensors (measured: +900 MiB on the second step of a 135M LoRA run).
+# A fixed threshold returns large blocks to the kernel on free, so VmHWM measures tensors.
+CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+RANDOM = {"rand-h1024-l8": dict(hidden_size=1024, num_hidden_layers=8, intermediate_size=2816,
+                                num_attention_heads=16, num_key_value_heads=4, vocab_size=32000),
+          "rand-h2048-l4": dict(hidden_size=2048, num_hidden_layers=4, intermediate_size=5632,
+                                num_attention_heads=16, num_key_value_heads=8, vocab_size=32000)}
+
+
+def rss() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def vm_hwm() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM")
+
+
+def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -> int:
+    import torch
+
+    from tunewise.config import LoraConfig
+    from tunewise.model.load import load_model
+    from tunewise.model.lora import add_lora
+    from tunewise.train.loss import summed_loss
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    base = rss()
+    model = load_model(model_dir, "bfloat16", "nf4" if method == "qlora" else "none", device)
+    if method == "full":
+        if ckpt:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        master = [p.detach().float() for p in model.parameters()]
+        optimizers = [torch.optim.AdamW([m], lr=1e-5) for m in master]
+    else:
+        model = add_lora(model, LoraConfig(), ckpt)
+        optimizers = [torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)]
+    model.train()  # dropout and gradient checkpointing are active in train mode only
+    ids = torch.randint(100, 1000, (batch, seq_len), device=device)
+    batch_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        open("/proc/self/clear_refs", "w").write("5")
+    for _ in range(2):
+        loss, n = summed_loss(model, batch_)
+        (loss / n).backward()
+        if method == "full":  # mixed precision: one parameter's fp32 grad at a time into its master copy
+            for p, m, opt in zip(model.parameters(), master, optimizers):
+                m.grad = p.grad.float()
+                p.grad = None
+                opt.step()
+                m.grad = None
+                p.data.copy_(m)
+        else:
+            optimizers[0].step()
+            optimizers[0].zero_grad(set_to_none=True)
+    return torch.cuda.max_memory_allocated() if cuda else vm_hwm() - base
+
+
+def model_dir(name: str, root: Path) -> str:
+    if not name.startswith("rand-"):
+        from tunewise.model.load import resolve_model
+
+        return resolve_model(name)
+    path = root / name
+    if not path.exists():
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(**RANDOM[name], tie_word_embeddings=False, max_position_embeddings=4096)
+        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs=5)
+    args = parser.parse_args()
+    if args.child:
+        directory, method, seq_len, batch, ckpt = args.child
+        print(json.dumps({"peak": measure(directory, method, int(seq_len), int(batch), ckpt == "1")}))
+        return
+    from tunewise.plan import plan, resolve_shape
+
+    root = Path(tempfile.mkdtemp(prefix="tunewise-calib-"))
+    points = POINTS[:4] if args.quick else POINTS
+    print(f"{'model':<22}{'method':<7}{'seq':>5}{'batch':>6}{'ckpt':>6}{'predicted MiB':>15}{'measured MiB':>14}{'error':>8}")
+    for name, method, seq_len, batch, ckpt in points:
+        directory = model_dir(name, root)
+        out = subprocess.run([sys.executable, __file__, "--child", directory, method, str(seq_len), str(batch),
+                              "1" if ckpt else "0"], capture_output=True, text=True, env=CHILD_ENV)
+        if out.returncode:
+            print(f"{name} {method}: failed: {out.stderr.strip().splitlines()[-1]}")
+            continue
+        measured = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+        predicted = plan(resolve_shape(directory), method, seq_len, batch, ckpt).total_bytes
+        print(f"{name:<22}{method:<7}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}"
+              f"{predicted / 2**20:>15.0f}{measured / 2**20:>14.0f}{(predicted - measured) / measured:>+8.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Memory planner arithmetic on hand-computed cases, presets, the CLI's --json."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tunewise.errors import TunewiseError
+from tunewise.plan import PRESETS, Shape, parse_size, plan, resolve_shape
+
+# hidden 64, 2 layers, intermediate 128, 4 heads of 16, 2 kv heads (kv dim 32), vocab 100, tied
+TINY = Shape(64, 2, 128, 4, 2, 100, tied=True)
+# per layer: q 64*64 + k 64*32 + v 64*32 + o 64*64 + gate 64*128 + up 64*128 + down 128*64 = 36864
+LINEAR = 2 * 36864
+OTHER = 100 * 64 + 2 * 2 * 64 + 64  # tied embedding, two norms a layer, final norm = 6720
+
+
+def test_parameter_counts():
+    assert TINY.linear_params() == LINEAR and TINY.other_params() == OTHER
+    assert PRESETS["llama-2-7b"].params() == pytest.approx(6.74e9, rel=0.01)
+    assert PRESETS["llama-3.1-8b"].params() == pytest.approx(8.03e9, rel=0.01)
+    assert PRESETS["llama-3.1-70b"].params() == pytest.approx(70.6e9, rel=0.01)
+    assert PRESETS["qwen2.5-0.5b"].params() == pytest.approx(0.494e9, rel=0.01)
+    assert PRESETS["smollm2-135m-instruct"].params() == pytest.approx(134.5e6, rel=0.01)
+
+
+def test_full_fine_tuning_is_16_bytes_a_parameter_plus_activations():
+    p = plan(TINY, "full", seq_len=10, batch=2)
+    n = LINEAR + OTHER
+    assert p.breakdown["weights (16-bit)"] == 2 * n
+    assert p.breakdown["gradients (16-bit)"] == 2 * n
+    assert p.breakdown["optimizer (fp32 master + Adam m, v)"] == 12 * n
+    # per token per layer: 2*(4h + 2q + 2kv + 4i) + 8 = 2*(256 + 128 + 64 + 512) + 8 = 1928
+    assert p.breakdown["activations"] == 20 * 1928 * 2
+    assert p.breakdown["logits and loss (fp32, trained positions)"] == 20 * 100 * 10
+    forward = p.breakdown["activations"] + p.breakdown["logits and loss (fp32, trained positions)"]
+    static = 16 * n - 2 * n  # weights, master, Adam; gradients (2n) peak apart from activations
+    assert p.total_bytes == static + max(forward, 2 * n)
+
+
+def test_lora_and_qlora():
+    lora = plan(TINY, "lora", seq_len=10, batch=1, lora_r=4)
+    # r * (in + out) summed over the 7 projections: 4 * (128 + 96 + 96 + 128 + 192 + 192 + 192) = 4096 a layer
+    assert lora.breakdown["LoRA parameters (fp32)"] == 4 * 2 * 4096
+    assert lora.breakdown["optimizer (Adam m, v, fp32)"] == 8 * 2 * 4096
+    # LoRA inputs per layer: 64*3 + 64 + 64*2 + 128 = 512 values, each fp32 copy + fp32 dropout out + bool mask
+    assert lora.breakdown["activations"] == 10 * 2 * (1928 + 9 * 512)
+    q = plan(TINY, "qlora", seq_len=10, batch=1, lora_r=4)
+    assert q.breakdown["weights (4-bit linear layers)"] == LINEAR // 2
+    assert q.breakdown["quantization constants"] == LINEAR // 64 + 4 * (LINEAR // 16384)
+    assert q.breakdown["weights (16-bit embeddings, head, norms)"] == 2 * OTHER
+    assert q.total_bytes < lora.total_bytes
+
+
+def test_gradient_checkpointing_keeps_layer_inputs_only():
+    big = PRESETS["llama-2-7b"]
+    plain = plan(big, "qlora", 2048, 4)
+    ckpt = plan(big, "qlora", 2048, 4, gradient_checkpointing=True)
+    assert ckpt.breakdown["activations (checkpointed layer inputs)"] == 2048 * 4 * 2 * 4096 * 32
+    assert ckpt.total_bytes < plain.total_bytes / 2
+
+
+def test_fit_and_advice():
+    seven = PRESETS["llama-2-7b"]
+    p = plan(seven, "qlora", 512, 1, gradient_checkpointing=True, gpu_memory=parse_size("10GB"))
+    assert p.fits and p.max_batch >= 1 and p.advice is None
+    full = plan(seven, "full", 512, 1, gpu_memory=parse_size("24GB"))
+    assert full.fits is False and "QLoRA" in full.advice
+    tight = plan(seven, "qlora", 1024, 64, gradient_checkpointing=True, gpu_memory=parse_size("24GB"))
+    assert tight.fits is False and "micro-batch" in tight.advice and tight.max_batch >= 1
+    assert plan(seven, "qlora", 1024, tight.max_batch, True, gpu_memory=parse_size("24GB")).fits
+    assert not plan(seven, "qlora", 1024, tight.max_batch + 1, True, gpu_memory=parse_size("24GB")).fits
+    long = plan(seven, "qlora", 4096, 1, gpu_memory=parse_size("24GB"))
+    assert long.fits is False and "gradient_checkpointing" in long.advice
+
+
+def test_presets_and_config_files(tmp_path, tiny_model_dir):
+    for name in ("llama-2-7b", "llama-2-13b", "llama-3.1-8b", "llama-3.1-70b", "mistral-7b", "qwen2.5-7b",
+                 "qwen2.5-0.5b", "llama-3.2-1b", "llama-3.2-3b"):
+        assert resolve_shape(name).params() > 1e8
+    assert resolve_shape(str(tiny_model_dir)).hidden == 64
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    with pytest.raises(TunewiseError, match="lacks 'num_hidden_layers'"):
+        resolve_shape(str(tmp_path / "config.json"))
+    with pytest.raises(TunewiseError, match="unknown model"):
+        resolve_shape("gpt-5")
+    assert parse_size("24GB") == 24 * 1024**3 and parse_size("512MiB") == 512 * 1024**2
+    with pytest.raises(TunewiseError):
+        parse_size("lots")
+
+
+def test_cli_json_shape():
+    proc = subprocess.run([sys.executable, "-m", "tunewise.cli", "plan", "--model", "llama-3.1-8b", "--method", "qlora",
+                           "--seq-len", "1024", "--batch", "2", "--gradient-checkpointing", "--gpu-memory", "24GB", "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["method"] == "qlora" and isinstance(data["total_bytes"], int)
+    assert data["total_bytes"] <= sum(data["breakdown"].values()) and data["fits"] is True
+    proc = subprocess.run([sys.executable, "-m", "tunewise.cli", "plan", "--model", "llama-3.1-8b", "--method", "dora",
+                           "--seq-len", "1", "--batch", "1"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "--method 'dora'" in proc.stderr and "Traceback" not in proc.stderr
