@@ -165,7 +165,9 @@ def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpoin
         b["activations (one layer recomputed)"] = tokens * per_layer
     else:
         b["activations"] = tokens * per_layer * shape.layers
-    b["logits and loss (fp32, trained positions)"] = int(tokens * trained_fraction) * shape.vocab * (2 + 4 + 4)
+    # per logit: the fp32 log-softmax output saved for backward, then in backward its gradient and
+    # the gradient of the fp32 logits (4 + 4 + 4): the loss's backward is this term's peak
+    b["logits and loss (fp32, trained positions)"] = int(tokens * trained_fraction) * shape.vocab * 12
     total = _peak(b)
     result = Plan(method, b, total, CUDA_OVERHEAD)
     if gpu_memory is not None:
