@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
+
 from .evaluate.generate import generate
 from .model.load import load_model, load_tokenizer, resolve_model
 
@@ -39,4 +41,4 @@ def chat_loop(model, tokenizer, system: str | None, console, max_new_tokens: int
         history.append({"role": "user", "content": text})
         answer = reply(model, tokenizer, history, max_new_tokens)
         history.append({"role": "assistant", "content": answer})
-        console.print(f"[bold blue]model>[/] {answer}", highlight=False, markup=False)
+        console.print(Text.assemble(("model> ", "bold blue"), answer))  # model text is never markup
