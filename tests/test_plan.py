@@ -101,3 +101,15 @@ def test_cli_json_shape():
     proc = subprocess.run([sys.executable, "-m", "tunewise.cli", "plan", "--model", "llama-3.1-8b", "--method", "dora",
                            "--seq-len", "1", "--batch", "1"], capture_output=True, text=True)
     assert proc.returncode == 1 and "--method 'dora'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_checkpointed_peak_is_the_larger_phase_not_the_sum():
+    p = plan(TINY, "lora", seq_len=10, batch=1, gradient_checkpointing=True, lora_r=4)
+    b = p.breakdown
+    inputs = b["activations (checkpointed layer inputs)"]
+    assert inputs == 10 * 2 * 64 * 2  # each layer's bf16 input
+    layer = b["activations (one layer recomputed)"]
+    logits = b["logits and loss (fp32, trained positions)"]
+    static = b["weights (16-bit)"] + b["LoRA parameters (fp32)"] + b["optimizer (Adam m, v, fp32)"]
+    assert p.total_bytes == static + max(inputs + max(logits, layer), b["LoRA gradients (fp32)"])
+    assert p.total_bytes < sum(b.values())

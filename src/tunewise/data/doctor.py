@@ -140,7 +140,7 @@ def _dataset_checks(scan: _FileScan, report: Report, allow_small: bool) -> None:
     if scan.n < MIN_EXAMPLES:
         level = "warning" if allow_small else "error"
         report.add(level, "too-few-examples", f"{scan.n} examples: below {MIN_EXAMPLES} fine-tuning reliably gives poor "
-                   "results; use few-shot prompting instead (--allow-small to proceed anyway)", scan.path)
+                   "results; use few-shot prompting instead (--allow-small, or data.allow_small: true, to proceed anyway)", scan.path)
     elif scan.n < FEW_EXAMPLES:
         report.add("warning", "few-examples", f"{scan.n} examples: 100-500 curated examples is a realistic minimum", scan.path)
     _system_prompt_checks(scan, report)
