@@ -164,3 +164,27 @@ def test_qlora_layers_are_4bit_and_train(tiny_model_dir, chatml_tokenizer, sql_d
     assert torch.isfinite(loss) and n > 0
     lora_a = [p.grad for name, p in model.named_parameters() if "lora_B" in name]
     assert len(lora_a) == n_linear and all(g is not None and g.abs().sum() > 0 for g in lora_a)
+
+
+def test_16bit_base_runs_adapters_in_16bit_with_fp32_masters(tiny_model_dir, chatml_tokenizer, sql_data):
+    """With a bf16 base, the training forward autocasts the adapters (no fp32 input copies), the
+    adapter weights and their gradients stay fp32, and the loss matches the fp32-adapter path."""
+    from peft.helpers import disable_input_dtype_casting  # noqa: F401  (the mechanism under test)
+
+    from tunewise.train.loss import _summed_loss
+
+    model = lora_model(tiny_model_dir, dtype="bfloat16")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    batch = collate(encoded(chatml_tokenizer, sql_data[0])[:4], chatml_tokenizer.pad_token_id)
+    fast, n = summed_loss(model, batch)
+    fast.backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.requires_grad)
+    with torch.no_grad():
+        slow, n2 = _summed_loss(model, batch)  # PEFT's default: fp32 adapters on fp32 input copies
+    assert n == n2
+    torch.testing.assert_close(fast.detach(), slow, rtol=2e-2, atol=0.0)
+    assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))

@@ -7,8 +7,11 @@ prompts most positions are prompt tokens, so this skips most of the LM head.
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
+
 import torch
 import torch.nn.functional as F
+from peft.helpers import disable_input_dtype_casting
 
 from ..data.masking import IGNORE
 
@@ -20,8 +23,31 @@ def _parts(model):
     return base.get_decoder(), base.get_output_embeddings()
 
 
+@contextmanager
+def adapter_precision(model):
+    """Run the fp32 LoRA adapters in the base's 16-bit dtype during training's forward.
+
+    PEFT otherwise copies every adapted layer's input to fp32 and runs dropout and both adapter
+    matmuls in fp32 (measured: 7% of a step in copies alone). Under autocast the adapter weights
+    stay fp32 (the optimizer updates fp32 masters), only the matmuls run in 16-bit, as in any
+    mixed-precision trainer. A 32-bit base is left alone.
+    """
+    embed = (model.get_base_model() if hasattr(model, "get_base_model") else model).get_input_embeddings().weight
+    if embed.dtype not in (torch.bfloat16, torch.float16) or not hasattr(model, "get_base_model"):
+        with nullcontext():
+            yield
+        return
+    with torch.autocast(embed.device.type, dtype=embed.dtype), disable_input_dtype_casting(model):
+        yield
+
+
 def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Return (sum of token cross-entropies, number of trained tokens) for one micro-batch."""
+    with adapter_precision(model):
+        return _summed_loss(model, batch)
+
+
+def _summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     decoder, head = _parts(model)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     targets = batch["labels"][:, 1:]
