@@ -156,26 +156,22 @@ def test_good_template_passes_with_stats_and_preview(tmp_path, chatml_tokenizer)
     assert trained.count("<|im_end|>") == 2 and "Rows of table" not in trained
 
 
-def test_template_without_end_of_turn_in_loss(tmp_path, chatml_tokenizer):
-    tok = with_template(chatml_tokenizer, "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-                                          "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
-    errors, _ = template_errors(tmp_path, tok)
-    assert "end-of-turn-not-trained" in errors
+BROKEN_TEMPLATES = {  # code: (a template that breaks that rule, assistant turns per example)
+    "end-of-turn-not-trained": ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+                                "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}", 1),
+    "template-not-prefix-consistent": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
+                                       "{% if loop.last %}{{ ' (final)' }}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+                                       "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}", 2),
+    "generation-prompt-mismatch": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+                                   "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant:\n' }}{% endif %}", 1),
+}
 
 
-def test_template_not_prefix_consistent(tmp_path, chatml_tokenizer):
-    tok = with_template(chatml_tokenizer, "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
-                                          "{% if loop.last %}{{ ' (final)' }}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
-                                          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-    errors, _ = template_errors(tmp_path, tok, turns=2)
-    assert "template-not-prefix-consistent" in errors
-
-
-def test_generation_prompt_differs_from_training(tmp_path, chatml_tokenizer):
-    tok = with_template(chatml_tokenizer, "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
-                                          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant:\n' }}{% endif %}")
-    errors, _ = template_errors(tmp_path, tok)
-    assert "generation-prompt-mismatch" in errors
+@pytest.mark.parametrize("code", sorted(BROKEN_TEMPLATES))
+def test_template_breaking_a_rule_is_an_error(tmp_path, chatml_tokenizer, code):
+    template, turns = BROKEN_TEMPLATES[code]
+    errors, _ = template_errors(tmp_path, with_template(chatml_tokenizer, template), turns=turns)
+    assert code in errors
 
 
 def test_doubled_bos(tmp_path, llama3_tokenizer):
