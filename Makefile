@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test clean
+.PHONY: install test bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(VENV)/bin/pytest -q
+
+# Not part of CI: minutes of CPU, and TRL only as a baseline.
+bench: install
+	$(PIP) install -q -e '.[dev,bench]'
+	$(PY) benchmarks/bench_train.py --examples 240 --rounds 1
+	$(PY) benchmarks/calibrate_memory.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
