@@ -111,7 +111,13 @@ def test_resume_gives_the_same_adapter(tiny_model_dir, sql_data, tmp_path, monke
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), f"{sub}:{key} differs after resume"
-    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    longer = run_config(tiny_model_dir, sql_data, tmp_path / "b", lr=5e-3, max_steps=7, epochs=2)
+    loop.train(longer, resume=True, console=console)
+    assert "train.max_steps: 6 -> 7" in console.export_text()  # a changed setting is never silent
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[:-2]
     assert len(lines) == len((tmp_path / "a" / "metrics.jsonl").read_text().splitlines())
 
 

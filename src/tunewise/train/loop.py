@@ -76,6 +76,8 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
 
     log = RunLog(run_dir)
     step = _resume(run_dir, model, optimizer, scheduler, stopper, log, console) if resume else 0
+    if resume:
+        _warn_config_changes(run_dir, config, console)
     log.write_config(config)
     log.write_manifest(
         model=config.model.name, model_source=source, chat_template_sha256=template_hash(tokenizer),
@@ -179,6 +181,30 @@ def _warn(console: Console, log: RunLog, step: int, message: str | None) -> None
     if message:
         console.print(f"[yellow]warning:[/] {message}", highlight=False)
         log.log(event="guard", step=step, message=message)
+
+
+def _warn_config_changes(run_dir: Path, config: Config, console: Console) -> None:
+    """Resuming with other settings is allowed (say, more steps) but never silent."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    before, after = _flatten(yaml.safe_load(path.read_text())), _flatten(config.model_dump(mode="json"))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        console.print(f"[yellow]warning:[/] resuming with settings that differ from the run's config.yaml: "
+                      + ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed), highlight=False)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _history(log: RunLog, step: int) -> dict[str, list[dict]]:
