@@ -7,7 +7,7 @@ Truncation to max_seq_len is counted and reported by the caller, never silent.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import TunewiseError
 from .load import Example
@@ -23,7 +23,6 @@ class Encoded:
     truncated: bool = False
     lost_trained_tokens: int = 0
     overflow: int = 0  # tokens cut by truncation
-    meta: dict = field(default_factory=dict)
 
     @property
     def n_trained(self) -> int:
@@ -46,7 +45,7 @@ def encode(tokenizer, example: Example, max_seq_len: int, where: str = "") -> En
     overflow = max(0, len(ids) - max_seq_len)
     ids, labels = ids[:max_seq_len], labels[:max_seq_len]
     kept = sum(1 for x in labels if x != IGNORE)
-    return Encoded(ids, labels, truncated, full_trained - kept, overflow, example.meta)
+    return Encoded(ids, labels, truncated, full_trained - kept, overflow)
 
 
 @dataclass

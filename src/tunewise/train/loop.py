@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import Config
@@ -76,8 +77,9 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
 
     log = RunLog(run_dir)
     step = _resume(run_dir, model, optimizer, scheduler, stopper, log, console) if resume else 0
-    if resume:
-        _warn_config_changes(run_dir, config, console)
+    changes = _config_changes(run_dir, config) if resume else None
+    if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
+        console.print(Text.assemble(("warning: ", "yellow"), changes))
     log.write_config(config)
     log.write_manifest(
         model=config.model.name, model_source=source, chat_template_sha256=template_hash(tokenizer),
@@ -178,23 +180,24 @@ def evaluate(model, examples, pad_id: int, device, micro_batch_size: int | str =
 
 
 def _warn(console: Console, log: RunLog, step: int, message: str | None) -> None:
-    if message:
-        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    if message:  # as Text: values from configs and data are never read as rich markup
+        console.print(Text.assemble(("warning: ", "yellow"), message))
         log.log(event="guard", step=step, message=message)
 
 
-def _warn_config_changes(run_dir: Path, config: Config, console: Console) -> None:
+def _config_changes(run_dir: Path, config: Config) -> str | None:
     """Resuming with other settings is allowed (say, more steps) but never silent."""
     import yaml
 
     path = run_dir / "config.yaml"
     if not path.is_file():
-        return
+        return None
     before, after = _flatten(yaml.safe_load(path.read_text())), _flatten(config.model_dump(mode="json"))
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    if changed:
-        console.print(f"[yellow]warning:[/] resuming with settings that differ from the run's config.yaml: "
-                      + ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed), highlight=False)
+    if not changed:
+        return None
+    return "resuming with settings that differ from the run's config.yaml: " + ", ".join(
+        f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
