@@ -5,6 +5,7 @@ from __future__ import annotations
 from peft import LoraConfig, get_peft_model
 
 from ..config import LoraConfig as LoraSettings
+from .dropout import use_fast_dropout
 
 
 def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False):
@@ -24,9 +25,11 @@ def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, config)
+        model = get_peft_model(model, config)
     except ValueError as e:
         raise _bad_targets(e, settings) from None
+    use_fast_dropout(model)  # same p, a cheaper mask on CPU (model/dropout.py)
+    return model
 
 
 def _bad_targets(e: ValueError, settings: LoraSettings):

@@ -22,18 +22,20 @@ from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import Config
-from ..data.batching import collate, count_trained, micro_batches, step_indices, steps_per_epoch
+from ..data.batching import count_trained, micro_batches, step_indices, steps_per_epoch
 from ..data.template import template_hash
 from ..errors import TunewiseError
 from ..evaluate.report import plot_losses
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
 from . import checkpoint as ckpt
+from .allocator import release_freed_memory
 from .early_stop import EarlyStopping
 from .guards import OverfitWatch, SpikeGuard, check_finite
 from .loss import summed_loss
 from .optim import make_optimizer, make_scheduler
-from .runlog import RunLog, file_sha256
+from .packing import enable_packing, is_packed, make_batch, real_tokens
+from .runlog import RunLog, file_sha256, peak_memory_mib
 from .setup import prepare_data
 
 
@@ -66,6 +68,8 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
 
     model = load_model(source, config.model.dtype, config.model.quantization, accelerator.device,
                        config.model.trust_remote_code)
+    release_freed_memory(accelerator.device)  # what loading and quantizing freed
+    packed = enable_packing(model)
     model = add_lora(model, config.lora, config.train.gradient_checkpointing)
     tc = config.train
     total_steps = math.ceil(tc.epochs * steps_per_epoch(len(data.train), tc.batch_size))
@@ -99,7 +103,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
         while step < total_steps and not stopped_early:
             tick = time.perf_counter()
             indices = step_indices(len(data.train), tc.batch_size, tc.seed, step)
-            batches = [collate([data.train[i] for i in group], pad_id)
+            batches = [make_batch([data.train[i] for i in group], pad_id, packed)
                        for group in micro_batches(indices, lengths, tc.micro_batch_size)]
             loss, step_tokens = accumulate_gradients(model, batches, accelerator)
             check_finite(loss, step + 1)  # before the update, so no NaN reaches the weights
@@ -107,16 +111,18 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            release_freed_memory(accelerator.device)
             step += 1
 
             seconds = time.perf_counter() - tick
             trained_tokens += step_tokens
-            tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+            tokens = sum(real_tokens(b) for b in batches)
             lr = scheduler.get_last_lr()[0]
             epoch = round(step / steps_per_epoch(len(data.train), tc.batch_size), 4)
             event = dict(event="train", step=step, epoch=epoch, loss=loss, lr=lr,
                          grad_norm=float(grad_norm) if grad_norm is not None else None,
-                         tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds)
+                         tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds,
+                         peak_mem_mib=round(peak_memory_mib(accelerator.device)))
             history["train"].append(event)
             if step % tc.log_every == 0 or step == total_steps:
                 log.log(**event)
@@ -170,9 +176,10 @@ def evaluate(model, examples, pad_id: int, device, micro_batch_size: int | str =
     """Mean loss per trained token over the whole validation set (not a mean of batch means)."""
     model.eval()
     lengths = [len(x.input_ids) for x in examples]
+    packed = is_packed(model)
     total, count = 0.0, 0
     for group in micro_batches(list(range(len(examples))), lengths, micro_batch_size):
-        batch = {k: v.to(device) for k, v in collate([examples[i] for i in group], pad_id).items()}
+        batch = {k: v.to(device) for k, v in make_batch([examples[i] for i in group], pad_id, packed).items()}
         loss, n = summed_loss(model, batch)
         total, count = total + loss.item(), count + n
     model.train()

@@ -49,7 +49,7 @@ def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, in
 
 def _summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     decoder, head = _parts(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = decoder(**model_inputs(batch)).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     selected = hidden[:, :-1][keep]
@@ -59,6 +59,14 @@ def _summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, i
         logits = head(selected[start : start + CHUNK]).float()
         total = total + F.cross_entropy(logits, wanted[start : start + CHUNK], reduction="sum")
     return total, int(wanted.numel())
+
+
+def model_inputs(batch: dict) -> dict:
+    """Forward arguments of a padded batch (attention mask) or a packed one (positions, layout)."""
+    if "layout" in batch:
+        return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"],
+                "packed_layout": batch["layout"]}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 def reference_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:

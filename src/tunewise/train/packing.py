@@ -1,0 +1,132 @@
+"""Padding-free batches: a micro-batch's sequences laid end to end in one row.
+
+The linear layers (nine tenths of a step's FLOPs) then run on real tokens only; right-padding a
+batch of SQL examples to its longest member wastes about a quarter of them. Only attention needs
+sequences apart: `packed_attention` scatters queries, keys and values into a padded
+[batch, heads, longest, dim] block, runs causal attention there and gathers the real positions
+back, so no token ever attends across a sequence boundary.
+
+Position ids restart at 0 for every sequence (rotary embeddings see the same positions as in a
+padded batch) and the first label of every sequence is ignored (the last token of one sequence
+never learns to predict the first token of the next). tests/test_packing.py checks that a packed
+micro-batch gives the same loss and gradients as the padded one.
+
+Short sequences use a plain matmul-softmax attention: on CPU it is about three times faster than
+PyTorch's flash kernel at the lengths chat data has (fwd+bwd of 8 x 147 tokens: 9.5 ms against
+29 ms, bf16) and its [batch, heads, L, L] weights are small there. Longer batches use SDPA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from ..data.masking import IGNORE, Encoded
+
+NAME = "tunewise_packed"
+EAGER_MAX_LEN = 512  # above this the L x L attention weights cost more memory than they save time
+
+
+@dataclass
+class PackedLayout:
+    """Where each sequence lies in the packed row, as a zero-padded [batch, longest] grid."""
+
+    dest: torch.Tensor  # [N] slot (b * longest + t) of every packed token in the padded grid
+    batch: int
+    max_len: int
+
+    @classmethod
+    def from_lengths(cls, lengths: list[int]) -> "PackedLayout":
+        longest = max(lengths)
+        dest = torch.cat([torch.arange(n) + b * longest for b, n in enumerate(lengths)])
+        return cls(dest, len(lengths), longest)
+
+    def to(self, device) -> "PackedLayout":
+        return PackedLayout(self.dest.to(device), self.batch, self.max_len)
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """[1, heads, N, dim] -> [B, heads, L, dim]. index_copy/index_select rather than fancy
+        indexing: their backward is a plain gather, not an accumulating scatter."""
+        heads, _, dim = packed.shape[1:]
+        grid = packed.new_zeros(heads, self.batch * self.max_len, dim).index_copy(1, self.dest, packed[0])
+        return grid.view(heads, self.batch, self.max_len, dim).transpose(0, 1)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """[B, heads, L, dim] -> [1, N, heads, dim], the layout attention functions return."""
+        rows = padded.transpose(1, 2).reshape(self.batch * self.max_len, *padded.shape[1:2], padded.shape[3])
+        return rows.index_select(0, self.dest).unsqueeze(0)
+
+
+def pack(items: list[Encoded]) -> dict:
+    """One row holding every item, with per-sequence position ids and no padding at all."""
+    ids, labels, positions = [], [], []
+    for item in items:
+        ids.extend(item.input_ids)
+        labels.extend([IGNORE, *item.labels[1:]])  # no prediction across the boundary
+        positions.extend(range(len(item.input_ids)))
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([positions]),
+        "layout": PackedLayout.from_lengths([len(x.input_ids) for x in items]),
+    }
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """An attention function for transformers' AttentionInterface (registered below)."""
+    layout: PackedLayout | None = kwargs.pop("packed_layout", None)
+    if layout is None:  # generation and any unpacked call: plain SDPA, the library's default
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                      dropout=dropout, **kwargs)
+    q, k, v = (layout.pad(t) for t in (query, key, value))
+    groups = q.shape[1] // k.shape[1]
+    if layout.max_len <= EAGER_MAX_LEN:
+        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+        scores = torch.matmul(q, k.transpose(2, 3)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+        causal = torch.ones(layout.max_len, layout.max_len, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
+        # softmax in the input dtype: the kernel accumulates in fp32 anyway, and autograd then keeps
+        # one 16-bit copy of the weights instead of an fp32 one plus a 16-bit cast (6 bytes -> 2 per score)
+        weights = F.softmax(scores, dim=-1)
+        weights = F.dropout(weights, p=dropout, training=module.training)
+        out = torch.matmul(weights, v)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if module.training else 0.0,
+                                             is_causal=True, scale=scaling, enable_gqa=groups > 1)
+    return layout.unpad(out), None
+
+
+AttentionInterface.register(NAME, packed_attention)
+# Unpacked calls (generation with left padding) need transformers' usual SDPA mask.
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+
+
+def enable_packing(model) -> bool:
+    """Switch a transformers model to packed attention; False if its architecture cannot take it
+    (remote code that does not go through the AttentionInterface): it then trains on padded batches."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(type(base), "_supports_attention_backend", False):
+        return False
+    base.set_attn_implementation(NAME)
+    return base.config._attn_implementation == NAME
+
+
+def is_packed(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "_attn_implementation", None) == NAME
+
+
+def make_batch(items: list[Encoded], pad_id: int, packed: bool) -> dict:
+    from ..data.batching import collate
+
+    return pack(items) if packed else collate(items, pad_id)
+
+
+def real_tokens(batch: dict) -> int:
+    """Tokens of a batch that are not padding."""
+    return int(batch["input_ids"].numel()) if "layout" in batch else int(batch["attention_mask"].sum())
