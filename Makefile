@@ -26,7 +26,8 @@ test: install
 # Not part of CI: minutes of CPU, and TRL only as a baseline.
 bench: install
 	$(PIP) install -q -e '.[dev,bench]'
-	$(PY) benchmarks/bench_train.py --examples 240 --rounds 1
+	$(PY) benchmarks/matmul_peak.py
+	$(PY) benchmarks/bench_train.py --examples 240 --rounds 2
 	$(PY) benchmarks/calibrate_memory.py
 
 clean:

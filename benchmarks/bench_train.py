@@ -142,6 +142,26 @@ def child(args) -> None:
         run_trl(args.child, Path(args.train), out, args.quant)
 
 
+def training_flops(model_dir: str, encoded: list, rank: int = 16) -> float:
+    """Useful model FLOPs of one epoch of LoRA training on `encoded`, the same count for every run:
+    frozen linear layers forward + input gradient (4 x params x tokens), adapters forward + both
+    gradients (6 x params x tokens), causal attention (6 x n^2 x hidden per layer: forward and
+    backward over the lower triangle), and the LM head at trained positions only (forward + input
+    gradient). Padding, prompt logits and recomputation count as no work."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    d, f, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    kv = d // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    linear = [(d, d), (d, kv), (d, kv), (d, d), (d, f), (d, f), (f, d)]  # q k v o gate up down
+    base = layers * sum(i * o for i, o in linear)
+    lora = layers * sum(rank * (i + o) for i, o in linear)
+    total = 0.0
+    for item in encoded:
+        n = len(item.input_ids)
+        trained = sum(1 for label in item.labels[1:] if label != -100)
+        total += 4 * base * n + 6 * lora * n + 6 * layers * n * n * d + 4 * d * vocab * trained
+    return total
+
+
 def run_child(cmd: list[str]) -> tuple[float, int, str, str, int]:
     """Wall seconds, peak RSS bytes (of the child alone, from wait4), stdout, stderr, exit code."""
     start = time.perf_counter()
@@ -189,11 +209,18 @@ def main() -> None:
             rows.append((v, r, wall, seconds, stats.trained_tokens / seconds, rss, scores["val_loss"], scores["sql_exec"]))
             print(f"({v}) round {r}: wall {wall:.0f}s, train {seconds:.0f}s, {stats.trained_tokens / seconds:.1f} trained tok/s, "
                   f"peak RSS {rss / 2**20:.0f} MiB, val loss {scores['val_loss']:.4f}, sql_exec {scores['sql_exec']:.1%}", flush=True)
-    print(f"\n{args.examples} examples, {stats.trained_tokens} assistant tokens, {stats.total_tokens} tokens, quant={args.quant}")
-    print("| run | round | wall s | train s | trained tok/s | peak RSS MiB | val loss | sql_exec |")
-    print("|---|---|---|---|---|---|---|---|")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from matmul_peak import measure
+
+    peak = max(measure().values()) * 1e9
+    flops = training_flops(resolve_model("smollm2-135m-instruct"), enc)
+    print(f"\n{args.examples} examples, {stats.trained_tokens} assistant tokens, {stats.total_tokens} tokens, quant={args.quant}; "
+          f"{flops / 1e12:.2f} TFLOP of useful work; measured bf16 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print("| run | round | wall s | train s | trained tok/s | MFU | peak RSS MiB | val loss | sql_exec |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for v, r, wall, seconds, tps, rss, loss, score in rows:
-        print(f"| ({v}) | {r} | {wall:.0f} | {seconds:.0f} | {tps:.1f} | {rss / 2**20:.0f} | {loss:.4f} | {score:.1%} |")
+        print(f"| ({v}) | {r} | {wall:.0f} | {seconds:.0f} | {tps:.1f} | {flops / seconds / peak:.1%} | {rss / 2**20:.0f} "
+              f"| {loss:.4f} | {score:.1%} |")
 
 
 if __name__ == "__main__":

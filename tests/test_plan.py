@@ -113,3 +113,30 @@ def test_checkpointed_peak_is_the_larger_phase_not_the_sum():
     static = b["weights (16-bit)"] + b["LoRA parameters (fp32)"] + b["optimizer (Adam m, v, fp32)"]
     assert p.total_bytes == static + max(inputs + max(logits, layer), b["LoRA gradients (fp32)"])
     assert p.total_bytes < sum(b.values())
+
+
+def test_auto_micro_batch_follows_free_memory():
+    from tunewise.plan import CPU_TOKEN_CAP, GPU_TOKEN_CAP, GIB, micro_batch_tokens
+
+    smol = PRESETS["smollm2-135m-instruct"]
+    assert micro_batch_tokens(smol, "qlora", 200, 100 * GIB, on_gpu=False) == (CPU_TOKEN_CAP, True)
+    assert micro_batch_tokens(smol, "qlora", 200, 1000 * GIB, on_gpu=True) == (GPU_TOKEN_CAP, True)
+    tokens, fits = micro_batch_tokens(smol, "qlora", 200, 2 * GIB, on_gpu=True, trained_fraction=0.1)
+    assert fits and 200 < tokens < CPU_TOKEN_CAP
+    more, _ = micro_batch_tokens(smol, "qlora", 200, 4 * GIB, on_gpu=True, trained_fraction=0.1)
+    assert more == pytest.approx(2 * tokens, rel=0.01)  # linear in free memory
+    # checkpointing keeps one layer's activations: far more tokens in the same memory
+    ckpt, _ = micro_batch_tokens(smol, "qlora", 200, 2 * GIB, True, 0.1, gradient_checkpointing=True)
+    assert ckpt > 5 * tokens
+    # not even one sequence fits: one sequence per micro-batch, and the caller warns
+    assert micro_batch_tokens(smol, "qlora", 4096, 100 * 2**20, on_gpu=True) == (4096, False)
+
+
+def test_micro_batches_respect_the_token_budget():
+    from tunewise.data.batching import micro_batches
+
+    lengths = [100, 90, 80, 70, 60, 50]
+    groups = micro_batches(list(range(6)), lengths, "auto", token_budget=250)
+    assert all(lengths[g[0]] * len(g) <= 250 for g in groups)
+    assert sorted(i for g in groups for i in g) == list(range(6))
+    assert micro_batches(list(range(6)), lengths, "auto") == [list(range(6))]  # 6 x 100 under 8192

@@ -137,6 +137,9 @@ def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [2, 4]
+    trains = [e for e in events if e["event"] == "train"]
+    assert all(e["peak_mem_mib"] > 100 for e in trains)  # the process's peak RSS: at least torch itself
+    assert [e["peak_mem_mib"] for e in trains] == sorted(e["peak_mem_mib"] for e in trains)  # a running peak
     assert result.best_val_loss == min(e["val_loss"] for e in evals)
     # adapter/ is the best checkpoint by val loss, and plain PEFT loads it
     best = f"checkpoints/step-{result.best_step}/adapter_model.safetensors"

@@ -176,6 +176,31 @@ def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpoin
     return result
 
 
+CPU_TOKEN_CAP = 8192  # on CPU a larger micro-batch is no faster, only bigger
+GPU_TOKEN_CAP = 65536
+EAGER_ATTENTION_MAX_LEN = 512  # train/packing.py keeps L x L attention weights up to this length
+
+
+def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int, on_gpu: bool,
+                       trained_fraction: float = 1.0, lora_dropout: bool = True,
+                       gradient_checkpointing: bool = False) -> tuple[int, bool]:
+    """Tokens per micro-batch for `train.micro_batch_size: auto`, from the memory left once the model
+    is loaded: activations per token (as `plan` counts them, plus packed attention's 16-bit weights
+    for sequences up to 512 tokens) and trained logits, with a quarter of `free_bytes` held back
+    for gradients, optimizer state and allocator slack. Returns (tokens, fits): tokens is at least
+    the longest sequence (one sequence per micro-batch is the least we can do) and at most a speed
+    cap; fits is False when even that one sequence is predicted not to fit."""
+    layer = _layer_activation_bytes(shape, method, lora_dropout and method != "full")
+    if gradient_checkpointing:
+        per_token = 2 * shape.hidden * shape.layers + layer
+    else:
+        per_token = shape.layers * (layer + 2 * shape.heads * min(longest, EAGER_ATTENTION_MAX_LEN))
+    per_token += int(trained_fraction * shape.vocab * 12)
+    fit = int(0.75 * free_bytes / per_token)
+    cap = GPU_TOKEN_CAP if on_gpu else CPU_TOKEN_CAP
+    return max(longest, min(fit, cap)), fit >= longest
+
+
 def _peak(b: dict[str, int]) -> int:
     """The largest of the phases of a step, on top of what lives throughout (weights, optimizer).
 

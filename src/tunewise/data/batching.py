@@ -32,8 +32,10 @@ def step_indices(n_examples: int, batch_size: int, seed: int, step: int) -> list
     return order[k * batch_size : (k + 1) * batch_size]
 
 
-def micro_batches(indices: list[int], lengths: list[int], micro_batch_size: int | str) -> list[list[int]]:
-    """Split one step's examples into micro-batches of similar length."""
+def micro_batches(indices: list[int], lengths: list[int], micro_batch_size: int | str,
+                  token_budget: int = AUTO_TOKEN_BUDGET) -> list[list[int]]:
+    """Split one step's examples into micro-batches of similar length; with "auto", each holds at
+    most `token_budget` padded tokens (the training loop sets it from free memory, plan.py)."""
     ordered = sorted(indices, key=lambda i: lengths[i], reverse=True)
     if micro_batch_size != "auto":
         m = int(micro_batch_size)
@@ -41,7 +43,7 @@ def micro_batches(indices: list[int], lengths: list[int], micro_batch_size: int 
     groups, current = [], []
     for i in ordered:  # longest first, so the first member sets the padded width
         width = lengths[current[0]] if current else lengths[i]
-        if current and width * (len(current) + 1) > AUTO_TOKEN_BUDGET:
+        if current and width * (len(current) + 1) > token_budget:
             groups.append(current)
             current = []
         current.append(i)

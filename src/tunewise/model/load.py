@@ -138,7 +138,28 @@ def load_model(source: str, dtype: str = "bfloat16", quantization: str = "none",
         raise TunewiseError(f"cannot load model '{source}': {_first_line(e)}") from None
     if device is not None and quantization == "none":
         model.to(device)
+    if quantization != "none":
+        _release_checkpoint_mapping(model)
     return model
+
+
+def _release_checkpoint_mapping(model) -> None:
+    """Copy the 16-bit weights a quantized model keeps on the CPU out of the memory-mapped checkpoint.
+
+    transformers reads safetensors through mmap, and CPU weights it keeps are views of the file.
+    They keep the whole mapping alive, so every page read while quantizing the other weights stays
+    in the process's resident set: measured on the bundled model under QLoRA, 215 MiB of file
+    pages for 54 MiB of 16-bit weights (embeddings, norms). The pages are clean and reclaimable,
+    but they count in RSS and in a container's memory. Copying those few weights unmaps the file.
+    (Unquantized CPU models are left alone: there the mapped pages are the weights themselves.)
+    """
+    seen = set()
+    with torch.no_grad():
+        for param in model.parameters():
+            if id(param) in seen or param.device.type != "cpu" or not param.dtype.is_floating_point:
+                continue
+            seen.add(id(param))
+            param.data = param.data.clone()
 
 
 def _first_line(e: Exception) -> str:

@@ -29,14 +29,14 @@ from ..evaluate.report import plot_losses
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
 from . import checkpoint as ckpt
-from .allocator import release_freed_memory
+from .memory import peak_memory_mib, release_freed_memory
 from .early_stop import EarlyStopping
 from .guards import OverfitWatch, SpikeGuard, check_finite
 from .loss import summed_loss
 from .optim import make_optimizer, make_scheduler
 from .packing import enable_packing, is_packed, make_batch, real_tokens
-from .runlog import RunLog, file_sha256, peak_memory_mib
-from .setup import prepare_data
+from .runlog import RunLog, file_sha256
+from .setup import micro_batch_budget, prepare_data
 
 
 @dataclass
@@ -72,6 +72,9 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
     packed = enable_packing(model)
     model = add_lora(model, config.lora, config.train.gradient_checkpointing)
     tc = config.train
+    token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
+    if memory_warning:
+        console.print(Text.assemble(("warning: ", "yellow"), memory_warning))
     total_steps = math.ceil(tc.epochs * steps_per_epoch(len(data.train), tc.batch_size))
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
@@ -89,7 +92,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
         model=config.model.name, model_source=source, chat_template_sha256=template_hash(tokenizer),
         data={k: {"path": p, "sha256": file_sha256(p)} for k, p in
               (("train", config.data.train), ("val", config.data.val)) if p},
-        started=datetime.now(timezone.utc).isoformat(),
+        started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=token_budget, packed=packed,
     )
 
     lengths = [len(x.input_ids) for x in data.train]
@@ -104,14 +107,13 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
             tick = time.perf_counter()
             indices = step_indices(len(data.train), tc.batch_size, tc.seed, step)
             batches = [make_batch([data.train[i] for i in group], pad_id, packed)
-                       for group in micro_batches(indices, lengths, tc.micro_batch_size)]
+                       for group in micro_batches(indices, lengths, tc.micro_batch_size, token_budget)]
             loss, step_tokens = accumulate_gradients(model, batches, accelerator)
             check_finite(loss, step + 1)  # before the update, so no NaN reaches the weights
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            release_freed_memory(accelerator.device)
             step += 1
 
             seconds = time.perf_counter() - tick
@@ -130,6 +132,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
             progress.update(task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tps=f"{tokens / seconds:.0f}")
 
             if step % tc.eval_every == 0 or step == total_steps:
+                release_freed_memory(accelerator.device)  # see train/memory.py: once per eval, not per step
                 val_loss = evaluate(model, data.val, pad_id, accelerator.device)
                 improved = stopper.update(step, val_loss)
                 history["eval"].append(dict(event="eval", step=step, epoch=epoch, val_loss=val_loss, best=improved))

@@ -11,7 +11,8 @@ padded batch) and the first label of every sequence is ignored (the last token o
 never learns to predict the first token of the next). tests/test_packing.py checks that a packed
 micro-batch gives the same loss and gradients as the padded one.
 
-Short sequences use a plain matmul-softmax attention: on CPU it is about three times faster than
+Short sequences use a plain matmul-softmax attention (grouped-query heads stacked, keys and values
+never copied per head): on CPU it is about three times faster than
 PyTorch's flash kernel at the lengths chat data has (fwd+bwd of 8 x 147 tokens: 9.5 ms against
 29 ms, bf16) and its [batch, heads, L, L] weights are small there. Longer batches use SDPA.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from ..data.masking import IGNORE, Encoded
@@ -84,21 +85,31 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     q, k, v = (layout.pad(t) for t in (query, key, value))
-    groups = q.shape[1] // k.shape[1]
     if layout.max_len <= EAGER_MAX_LEN:
-        k, v = repeat_kv(k, groups), repeat_kv(v, groups)
-        scores = torch.matmul(q, k.transpose(2, 3)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
-        causal = torch.ones(layout.max_len, layout.max_len, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
-        # softmax in the input dtype: the kernel accumulates in fp32 anyway, and autograd then keeps
-        # one 16-bit copy of the weights instead of an fp32 one plus a 16-bit cast (6 bytes -> 2 per score)
-        weights = F.softmax(scores, dim=-1)
-        weights = F.dropout(weights, p=dropout, training=module.training)
-        out = torch.matmul(weights, v)
+        out = _matmul_attention(q, k, v, scaling, dropout if module.training else 0.0)
     else:
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if module.training else 0.0,
-                                             is_causal=True, scale=scaling, enable_gqa=groups > 1)
+                                             is_causal=True, scale=scaling, enable_gqa=q.shape[1] > k.shape[1])
     return layout.unpad(out), None
+
+
+def _matmul_attention(q, k, v, scaling, dropout: float) -> torch.Tensor:
+    """Causal attention as two matmuls, grouped-query heads without copying keys and values: the
+    query heads that share a key/value head are stacked along the length axis, so one
+    [groups * L, L] score matrix per key/value head serves them all."""
+    batch, heads, length, dim = q.shape
+    kv_heads = k.shape[1]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    # scaled before the matmul: q is smaller than the scores (and 1/sqrt(64) is exact in bf16)
+    stacked = (q * scale).reshape(batch, kv_heads, groups * length, dim)  # head h = kv * groups + g, as repeat_kv
+    scores = torch.matmul(stacked, k.transpose(2, 3))
+    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1).repeat(groups, 1)
+    scores = scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
+    # softmax in the input dtype: the kernel accumulates in fp32 anyway, and autograd then keeps
+    # one 16-bit copy of the weights instead of an fp32 one plus a 16-bit cast (6 bytes -> 2 per score)
+    weights = F.dropout(F.softmax(scores, dim=-1), p=dropout, training=dropout > 0)
+    return torch.matmul(weights, v).view(batch, heads, length, dim)
 
 
 AttentionInterface.register(NAME, packed_attention)

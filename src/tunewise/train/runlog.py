@@ -81,13 +81,3 @@ class RunLog:
         kept = [e for e in self.read_events() if e.get("step", 0) <= step]
         write_atomic(self.metrics_path, "".join(json.dumps(e) + "\n" for e in kept))
 
-
-def peak_memory_mib(device) -> float:
-    """Peak memory so far: allocated GPU memory on CUDA, the process's peak resident set on CPU."""
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

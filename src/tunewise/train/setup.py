@@ -67,3 +67,31 @@ def prepare_data(config: Config, tokenizer) -> Datasets:
     train_enc, train_stats = encode_all(tokenizer, train, data.max_seq_len, data.train)
     val_enc, val_stats = encode_all(tokenizer, val, data.max_seq_len, data.val or f"{data.train} (val split)")
     return Datasets(train_enc, val_enc, train_stats, val_stats, notes)
+
+
+def micro_batch_budget(config: Config, model, data: Datasets, device) -> tuple[int, str | None]:
+    """Tokens per micro-batch for micro_batch_size=auto, from the memory free after loading the
+    model (plan.micro_batch_tokens), and a warning when one sequence may not fit."""
+    from ..data.batching import AUTO_TOKEN_BUDGET
+    from ..plan import GIB, micro_batch_tokens, shape_from_config
+    from .memory import available_bytes
+
+    free = available_bytes(device)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        shape = shape_from_config(base.config.to_dict())
+    except TunewiseError:  # not a Llama-shaped config: keep the fixed budget
+        shape = None
+    if config.train.micro_batch_size != "auto" or free is None or shape is None:
+        return AUTO_TOKEN_BUDGET, None
+    longest = max(len(x.input_ids) for x in data.train)
+    stats = data.train_stats
+    tokens, fits = micro_batch_tokens(
+        shape, "qlora" if config.model.quantization == "nf4" else "lora", longest, free,
+        getattr(device, "type", str(device)) == "cuda", stats.trained_tokens / max(stats.total_tokens, 1),
+        config.lora.dropout > 0, config.train.gradient_checkpointing)
+    if fits:
+        return tokens, None
+    return tokens, (f"the longest training sequence ({longest} tokens) may not fit in the {free / GIB:.1f} GiB "
+                    "of memory left after loading the model: set train.gradient_checkpointing=true, "
+                    "lower data.max_seq_len, or use model.quantization=nf4")
