@@ -5,9 +5,9 @@ activations come from glibc malloc, which keeps freed memory in its heaps, and p
 varying length fragment them, so the resident set grows from step to step (SQL benchmark, QLoRA:
 2.3 GiB after the first step, 3.2 GiB after thirty, about 1 GiB live between steps). Measured
 remedies all cost time on this 2-core machine (docs/benchmarks.md): `malloc_trim(0)` after every
-step -400 MiB peak for +15% step time (0.15 s for the trim, 0.4 s of page faults in the next
-step); a fixed 1 MiB mmap threshold -450 MiB for +15-45%; two micro-batches a step -580 MiB for
-+28%. So the loop trims once after loading the model and before each evaluation (whose
+step -230 to -330 MiB peak for +7% to +29% time (0.12-0.17 s for the trim, ~0.4 s of page faults
+in the next step); a fixed 1 MiB mmap threshold -370 to -400 MiB for +15% to +45%; two
+micro-batches a step -580 MiB for +28%. So the loop trims once after loading the model and before each evaluation (whose
 allocations would otherwise land on top of the fragmented heap: +190 MiB at the end of the
 benchmark run), not after every step; when memory is short, `micro_batch_size: auto` shrinks the
 micro-batches instead (plan.micro_batch_tokens). Not glibc (or not CPU): nothing to do.
