@@ -32,6 +32,11 @@ def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False
     return model
 
 
+def base_model(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _bad_targets(e: ValueError, settings: LoraSettings):
     from ..errors import TunewiseError
 

@@ -29,10 +29,10 @@ from ..evaluate.report import plot_losses
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
 from . import checkpoint as ckpt
-from .memory import peak_memory_mib, release_freed_memory
 from .early_stop import EarlyStopping
 from .guards import OverfitWatch, SpikeGuard, check_finite
 from .loss import summed_loss
+from .memory import peak_memory_mib, release_freed_memory
 from .optim import make_optimizer, make_scheduler
 from .packing import enable_packing, is_packed, make_batch, real_tokens
 from .runlog import RunLog, file_sha256

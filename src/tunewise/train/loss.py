@@ -14,12 +14,13 @@ import torch.nn.functional as F
 from peft.helpers import disable_input_dtype_casting
 
 from ..data.masking import IGNORE
+from ..model.lora import base_model
 
 CHUNK = 2048  # trained positions per LM-head chunk
 
 
 def _parts(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return base.get_decoder(), base.get_output_embeddings()
 
 
@@ -32,7 +33,7 @@ def adapter_precision(model):
     stay fp32 (the optimizer updates fp32 masters), only the matmuls run in 16-bit, as in any
     mixed-precision trainer. A 32-bit base is left alone.
     """
-    embed = (model.get_base_model() if hasattr(model, "get_base_model") else model).get_input_embeddings().weight
+    embed = base_model(model).get_input_embeddings().weight
     if embed.dtype not in (torch.bfloat16, torch.float16) or not hasattr(model, "get_base_model"):
         with nullcontext():
             yield

@@ -28,6 +28,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from ..data.masking import IGNORE, Encoded
+from ..model.lora import base_model
 
 NAME = "tunewise_packed"
 EAGER_MAX_LEN = 512  # above this the L x L attention weights cost more memory than they save time
@@ -122,7 +123,7 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 def enable_packing(model) -> bool:
     """Switch a transformers model to packed attention; False if its architecture cannot take it
     (remote code that does not go through the AttentionInterface): it then trains on padded batches."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     if not getattr(type(base), "_supports_attention_backend", False):
         return False
     base.set_attn_implementation(NAME)
@@ -130,7 +131,7 @@ def enable_packing(model) -> bool:
 
 
 def is_packed(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return getattr(base.config, "_attn_implementation", None) == NAME
 
 

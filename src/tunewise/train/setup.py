@@ -73,16 +73,18 @@ def micro_batch_budget(config: Config, model, data: Datasets, device) -> tuple[i
     """Tokens per micro-batch for micro_batch_size=auto, from the memory free after loading the
     model (plan.micro_batch_tokens), and a warning when one sequence may not fit."""
     from ..data.batching import AUTO_TOKEN_BUDGET
+    from ..model.lora import base_model
     from ..plan import GIB, micro_batch_tokens, shape_from_config
     from .memory import available_bytes
 
+    if config.train.micro_batch_size != "auto":
+        return AUTO_TOKEN_BUDGET, None  # unused: micro-batches have a fixed size
     free = available_bytes(device)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        shape = shape_from_config(base.config.to_dict())
+        shape = shape_from_config(base_model(model).config.to_dict())
     except TunewiseError:  # not a Llama-shaped config: keep the fixed budget
         shape = None
-    if config.train.micro_batch_size != "auto" or free is None or shape is None:
+    if free is None or shape is None:
         return AUTO_TOKEN_BUDGET, None
     longest = max(len(x.input_ids) for x in data.train)
     stats = data.train_stats
@@ -93,5 +95,6 @@ def micro_batch_budget(config: Config, model, data: Datasets, device) -> tuple[i
     if fits:
         return tokens, None
     return tokens, (f"the longest training sequence ({longest} tokens) may not fit in the {free / GIB:.1f} GiB "
-                    "of memory left after loading the model: set train.gradient_checkpointing=true, "
-                    "lower data.max_seq_len, or use model.quantization=nf4")
+                    "of memory left after loading the model: set train.gradient_checkpointing=true "
+                    "or lower data.max_seq_len" + ("" if config.model.quantization == "nf4" else
+                                                   ", or use model.quantization=nf4"))
