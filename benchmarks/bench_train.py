@@ -148,6 +148,8 @@ def training_flops(model_dir: str, encoded: list, rank: int = 16) -> float:
     gradients (6 x params x tokens), causal attention (6 x n^2 x hidden per layer: forward and
     backward over the lower triangle), and the LM head at trained positions only (forward + input
     gradient). Padding, prompt logits and recomputation count as no work."""
+    from tunewise.data.masking import IGNORE
+
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     d, f, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
     kv = d // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
@@ -157,7 +159,7 @@ def training_flops(model_dir: str, encoded: list, rank: int = 16) -> float:
     total = 0.0
     for item in encoded:
         n = len(item.input_ids)
-        trained = sum(1 for label in item.labels[1:] if label != -100)
+        trained = sum(1 for label in item.labels[1:] if label != IGNORE)
         total += 4 * base * n + 6 * lora * n + 6 * layers * n * n * d + 4 * d * vocab * trained
     return total
 

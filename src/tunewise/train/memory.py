@@ -7,9 +7,9 @@ varying length fragment them, so the resident set grows from step to step (SQL b
 remedies all cost time on this 2-core machine (docs/benchmarks.md): `malloc_trim(0)` after every
 step -230 to -330 MiB peak for +7% to +29% time (0.12-0.17 s for the trim, ~0.4 s of page faults
 in the next step); a fixed 1 MiB mmap threshold -370 to -400 MiB for +15% to +45%; two
-micro-batches a step -580 MiB for +28%. So the loop trims once after loading the model and before each evaluation (whose
-allocations would otherwise land on top of the fragmented heap: +190 MiB at the end of the
-benchmark run), not after every step; when memory is short, `micro_batch_size: auto` shrinks the
+micro-batches a step -580 MiB for +28%. So the loop trims once after loading the model and
+before each evaluation (whose allocations would otherwise land on top of the fragmented heap:
++190 MiB at the end of the benchmark run), not after every step; when memory is short, `micro_batch_size: auto` shrinks the
 micro-batches instead (plan.micro_batch_tokens). Not glibc (or not CPU): nothing to do.
 """
 
@@ -19,6 +19,10 @@ import ctypes
 import ctypes.util
 import functools
 from pathlib import Path
+
+
+def device_type(device) -> str:
+    return getattr(device, "type", str(device))
 
 
 @functools.cache
@@ -31,7 +35,7 @@ def _malloc_trim():
 
 
 def release_freed_memory(device) -> None:
-    if getattr(device, "type", str(device)) != "cpu":
+    if device_type(device) != "cpu":
         return
     trim = _malloc_trim()
     if trim is not None:
@@ -42,7 +46,7 @@ def available_bytes(device) -> int | None:
     """Memory a run can still use: free CUDA memory, or MemAvailable (within a cgroup limit) on CPU."""
     import torch
 
-    if getattr(device, "type", str(device)) == "cuda":
+    if device_type(device) == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
         meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
@@ -62,7 +66,7 @@ def peak_memory_mib(device) -> float:
     """Peak memory so far: allocated GPU memory on CUDA, the process's peak resident set on CPU."""
     import torch
 
-    if getattr(device, "type", str(device)) == "cuda":
+    if device_type(device) == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     import resource
 

@@ -60,7 +60,7 @@ class PackedLayout:
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """[B, heads, L, dim] -> [1, N, heads, dim], the layout attention functions return."""
-        rows = padded.transpose(1, 2).reshape(self.batch * self.max_len, *padded.shape[1:2], padded.shape[3])
+        rows = padded.transpose(1, 2).reshape(self.batch * self.max_len, padded.shape[1], padded.shape[3])
         return rows.index_select(0, self.dest).unsqueeze(0)
 
 
@@ -127,7 +127,7 @@ def enable_packing(model) -> bool:
     if not getattr(type(base), "_supports_attention_backend", False):
         return False
     base.set_attn_implementation(NAME)
-    return base.config._attn_implementation == NAME
+    return is_packed(base)
 
 
 def is_packed(model) -> bool:

@@ -75,7 +75,7 @@ def micro_batch_budget(config: Config, model, data: Datasets, device) -> tuple[i
     from ..data.batching import AUTO_TOKEN_BUDGET
     from ..model.lora import base_model
     from ..plan import GIB, micro_batch_tokens, shape_from_config
-    from .memory import available_bytes
+    from .memory import available_bytes, device_type
 
     if config.train.micro_batch_size != "auto":
         return AUTO_TOKEN_BUDGET, None  # unused: micro-batches have a fixed size
@@ -90,7 +90,7 @@ def micro_batch_budget(config: Config, model, data: Datasets, device) -> tuple[i
     stats = data.train_stats
     tokens, fits = micro_batch_tokens(
         shape, "qlora" if config.model.quantization == "nf4" else "lora", longest, free,
-        getattr(device, "type", str(device)) == "cuda", stats.trained_tokens / max(stats.total_tokens, 1),
+        device_type(device) == "cuda", stats.trained_tokens / max(stats.total_tokens, 1),
         config.lora.dropout > 0, config.train.gradient_checkpointing)
     if fits:
         return tokens, None
