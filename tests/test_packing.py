@@ -1,12 +1,14 @@
-"""Speed levers that must not change the maths: packed batches and the cheaper LoRA dropout."""
+"""Speed and memory levers that must not change the maths: packed batches, the fused LoRA dropout,
+the recomputed attention softmax and SiLU."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tunewise.data.batching import collate, count_trained
 from tunewise.data.masking import IGNORE
-from tunewise.model.dropout import FastDropout
-from tunewise.train import packing
+from tunewise.model.dropout import DroppedLinear, keep_mask
+from tunewise.train import packing, swiglu
 from tunewise.train.loss import summed_loss
 from tunewise.train.packing import enable_packing, is_packed, pack
 
@@ -73,22 +75,111 @@ def test_packed_model_still_generates_like_the_library_default(tiny_model_dir, c
     torch.testing.assert_close(after[keep], before[keep])
 
 
-def test_fast_dropout_keeps_the_rate_and_the_mean():
-    drop = FastDropout(0.05).train()
-    x = torch.ones(1000, 1000, dtype=torch.bfloat16, requires_grad=True)
-    torch.manual_seed(0)
-    y = drop(x)
-    kept = (y != 0).float().mean().item()
-    assert kept == pytest.approx(0.95, abs=0.002)  # 1e6 draws: 4 standard deviations is 0.0009
-    assert y.float().mean().item() == pytest.approx(1.0, abs=0.005)  # survivors scaled by 1/keep
-    y.sum().backward()
-    assert torch.equal(x.grad != 0, y != 0)  # the gradient flows through the same mask
-    torch.manual_seed(0)
-    assert torch.equal(drop(x), y)  # the global generator drives it: seeds and resume hold
-    assert torch.equal(drop.eval()(x), x)
+def saved_bytes(model, batch) -> int:
+    """Bytes autograd keeps for backward in one training forward (each storage counted once)."""
+    storages = {}
+
+    def pack_hook(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack_hook, lambda t: t):
+        summed_loss(model, batch)
+    return sum(storages.values())
 
 
-def test_lora_uses_fast_dropout(tiny_model_dir):
+def test_keep_mask_keeps_the_rate_and_is_seeded():
+    x = torch.empty(1000, 1000, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    keep, scale = keep_mask(x, 0.05)
+    assert keep.float().mean().item() == pytest.approx(0.95, abs=0.002)  # 1e6 draws: 4 sd is 0.0009
+    assert scale == pytest.approx(1 / 0.95, rel=1e-4)  # survivors scaled by 1/keep: unbiased
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask(x, 0.05)[0], keep)  # the global generator drives it: seeds and resume hold
+
+
+def test_dropped_linear_equals_dropout_then_linear():
+    layer = torch.nn.Linear(64, 8, bias=False)
+    reference = torch.nn.Linear(64, 8, bias=False)
+    reference.load_state_dict(layer.state_dict())
+    layer.__class__, layer.p = DroppedLinear, 0.2
+    x = torch.randn(5, 7, 64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    torch.manual_seed(1)
+    out = layer(x)
+    torch.manual_seed(1)
+    keep, scale = keep_mask(x, 0.2)
+    expected = reference(x_ref * keep * scale)
+    torch.testing.assert_close(out, expected)
+    out.pow(2).sum().backward()
+    expected.pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad)
+    assert (x.grad == 0).sum() > 0 and torch.equal(x.grad == 0, ~keep)  # no gradient through dropped inputs
+    torch.testing.assert_close(layer.eval()(x), reference(x))  # eval: a plain Linear
+
+
+def test_lora_dropout_is_fused_and_adapters_keep_their_keys(tiny_model_dir, chatml_tokenizer, sql_data):
     model = lora_model(tiny_model_dir, dropout=0.1)
-    drops = [m for m in model.modules() if isinstance(m, FastDropout)]
-    assert drops and all(d.p == 0.1 for d in drops)
+    downs = [m for m in model.modules() if isinstance(m, DroppedLinear)]
+    assert downs and all(d.p == 0.1 for d in downs)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    plain = lora_model(tiny_model_dir, dropout=0.1)
+    for m in plain.modules():  # undo the fusion: PEFT's own dropout modules and lora_A Linears
+        if isinstance(m, DroppedLinear):
+            m.__class__ = torch.nn.Linear
+    for m in plain.modules():
+        if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict):
+            for name in m.lora_dropout:
+                m.lora_dropout[name] = torch.nn.Dropout(0.1)
+    assert model.state_dict().keys() == plain.state_dict().keys()  # saved adapters read as before
+    model.train(), plain.train()
+    batch = collate(encoded(chatml_tokenizer, sql_data[0])[:4], chatml_tokenizer.pad_token_id)
+    # PEFT keeps a dropped copy of the input of each of the 7 adapters per block (6 x hidden + intermediate
+    # values per token, fp32 here); fused, only the input itself, which the base layer keeps anyway
+    cfg = model.get_base_model().config
+    copies = batch["input_ids"].numel() * cfg.num_hidden_layers * (6 * cfg.hidden_size + cfg.intermediate_size) * 4
+    assert saved_bytes(plain, batch) - saved_bytes(model, batch) >= 0.95 * copies
+
+
+def test_recomputed_softmax_and_silu_give_autograd_gradients_with_less_kept():
+    """_SoftmaxValues and _SiluMul against the plain autograd expressions, in bf16 as in training."""
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 12, 6, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(2, 3, 6, 4, dtype=torch.bfloat16, requires_grad=True)
+    gate, up = (torch.randn(9, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    cases = [(lambda s, v: torch.matmul(F.softmax(s, dim=-1, dtype=torch.float32).to(v.dtype), v),
+              packing._SoftmaxValues.apply, (scores, v)),
+             (lambda g, u: F.silu(g) * u, swiglu._SiluMul.apply, (gate, up))]
+    for reference, ours, inputs in cases:
+        outs, grads_, kept = [], [], []
+        for fn in (reference, ours):
+            for t in inputs:
+                t.grad = None
+            storages = set()
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: storages.add(t.untyped_storage().data_ptr()) or t,
+                                                          lambda t: t):
+                out = fn(*inputs)
+            out.float().pow(2).sum().backward()
+            outs.append(out)
+            grads_.append([t.grad.clone() for t in inputs])
+            kept.append(storages - {t.untyped_storage().data_ptr() for t in inputs})
+        assert torch.equal(outs[1], outs[0])
+        for mine, theirs in zip(grads_[1], grads_[0]):
+            torch.testing.assert_close(mine, theirs, rtol=0.01, atol=1e-3)
+        assert len(kept[1]) < len(kept[0])  # keeps only its inputs; autograd also keeps intermediates
+
+
+def test_lean_mlp_only_touches_llama_style_silu_mlps(tiny_model_dir):
+    model = lora_model(tiny_model_dir)
+    layers = model.get_base_model().config.num_hidden_layers
+    assert swiglu.enable_lean_mlp(model) == layers
+
+    class OtherMLP(torch.nn.Module):
+        def forward(self, x):
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x)) + x
+
+    assert not swiglu._is_gated_mlp(OtherMLP)
+    other = lora_model(tiny_model_dir)
+    other.get_base_model().config.hidden_act = "gelu"
+    assert swiglu.enable_lean_mlp(other) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from peft import LoraConfig, get_peft_model
 
 from ..config import LoraConfig as LoraSettings
-from .dropout import use_fast_dropout
+from .dropout import fuse_lora_dropout
 
 
 def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False):
@@ -28,7 +28,7 @@ def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False
         model = get_peft_model(model, config)
     except ValueError as e:
         raise _bad_targets(e, settings) from None
-    use_fast_dropout(model)  # same p, a cheaper mask on CPU (model/dropout.py)
+    fuse_lora_dropout(model)  # same p; a cheaper mask, and no dropped copy kept (model/dropout.py)
     return model
 
 

@@ -37,6 +37,7 @@ from .optim import make_optimizer, make_scheduler
 from .packing import enable_packing, is_packed, make_batch, real_tokens
 from .runlog import RunLog, file_sha256
 from .setup import micro_batch_budget, prepare_data
+from .swiglu import enable_lean_mlp
 
 
 @dataclass
@@ -70,6 +71,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
                        config.model.trust_remote_code)
     release_freed_memory(accelerator.device)  # what loading and quantizing freed
     packed = enable_packing(model)
+    enable_lean_mlp(model)  # same gradients, a third less MLP memory (train/swiglu.py)
     model = add_lora(model, config.lora, config.train.gradient_checkpointing)
     tc = config.train
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)

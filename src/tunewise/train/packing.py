@@ -107,12 +107,35 @@ def _matmul_attention(q, k, v, scaling, dropout: float) -> torch.Tensor:
     scores = torch.matmul(stacked, k.transpose(2, 3))
     causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1).repeat(groups, 1)
     scores = scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
-    # softmax in fp32, as transformers' eager attention does. A 16-bit softmax would let autograd
-    # keep 2 bytes per score instead of 6 (-190 MiB on the SQL benchmark), but its backward is
-    # 0.3% off, and the benchmark run ended at val loss 0.3285 / sql_exec 8.3% against 0.3242 / 10.4%.
-    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-    weights = F.dropout(weights, p=dropout, training=dropout > 0)
-    return torch.matmul(weights, v).view(batch, heads, length, dim)
+    if dropout > 0:  # Llama-family configs train with attention_dropout=0; this is the rare case
+        weights = F.dropout(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), p=dropout)
+        return torch.matmul(weights, v).view(batch, heads, length, dim)
+    return _SoftmaxValues.apply(scores, v).view(batch, heads, length, dim)
+
+
+class _SoftmaxValues(torch.autograd.Function):
+    """softmax(scores) @ v, with the softmax in fp32 as transformers' eager attention does.
+
+    Autograd would keep the fp32 weights (softmax's backward) and their 16-bit copy (the second
+    matmul's): 6 bytes per score, 270 MiB of a forward pass on the SQL benchmark. This keeps the
+    16-bit scores (2 bytes) and recomputes the softmax in backward, which gives the same fp32
+    weights bit for bit: one more softmax per layer (~1% of a step) for two thirds less memory.
+    A softmax in 16 bits would save as much, but it changed training (docs/benchmarks.md).
+    """
+
+    @staticmethod
+    def forward(ctx, scores, v):
+        ctx.save_for_backward(scores, v)
+        return torch.matmul(F.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        scores, v = ctx.saved_tensors
+        weights = F.softmax(scores, dim=-1, dtype=torch.float32)
+        grad_v = torch.matmul(weights.to(v.dtype).transpose(-2, -1), grad)
+        grad_weights = torch.matmul(grad, v.transpose(-2, -1)).float()
+        grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
+        return grad_scores.to(scores.dtype), grad_v
 
 
 AttentionInterface.register(NAME, packed_attention)
