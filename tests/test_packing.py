@@ -143,13 +143,15 @@ def test_lora_dropout_is_fused_and_adapters_keep_their_keys(tiny_model_dir, chat
 
 
 def test_recomputed_softmax_and_silu_give_autograd_gradients_with_less_kept():
-    """_SoftmaxValues and _SiluMul against the plain autograd expressions, in bf16 as in training."""
+    """_CausalAttention and _SiluMul against the plain autograd expressions, in bf16 as in training."""
     torch.manual_seed(0)
-    scores = torch.randn(2, 3, 12, 6, dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(2, 3, 6, 4, dtype=torch.bfloat16, requires_grad=True)
+    stacked = torch.randn(2, 3, 12, 4, dtype=torch.bfloat16, requires_grad=True)  # 2 query heads per kv head
+    k, v = (torch.randn(2, 3, 6, 4, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    causal = torch.ones(6, 6, dtype=torch.bool).triu(1).repeat(2, 1)
     gate, up = (torch.randn(9, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
-    cases = [(lambda s, v: torch.matmul(F.softmax(s, dim=-1, dtype=torch.float32).to(v.dtype), v),
-              packing._SoftmaxValues.apply, (scores, v)),
+    cases = [(lambda q, k, v: torch.matmul(F.softmax((q @ k.transpose(2, 3)).masked_fill(causal, -1e30), dim=-1,
+                                                     dtype=torch.float32).to(v.dtype), v),
+              packing._CausalAttention.apply, (stacked, k, v)),
              (lambda g, u: F.silu(g) * u, swiglu._SiluMul.apply, (gate, up))]
     for reference, ours, inputs in cases:
         outs, grads_, kept = [], [], []

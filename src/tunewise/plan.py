@@ -120,21 +120,20 @@ class Plan:
 
 
 def _layer_activation_bytes(s: Shape, method: str, lora_dropout: bool) -> int:
-    """Bytes one decoder layer keeps for backward, per token, in bf16 (fp32 where LoRA upcasts).
+    """Bytes one decoder layer keeps for backward, per token, in tunewise's training forward.
 
-    Saved for backward: the residual input and the RMSNorm output before attention and before the
-    MLP (4h); q, k, v after RoPE and the attention output (q + 2kv + q); the o_proj input is that
-    output; gate and up outputs, SiLU(gate) and their product (4i); two fp32 RMS statistics.
-    LoRA (PEFT) runs adapters in fp32 on a copy of each targeted layer's input (and with dropout
-    > 0 a second fp32 tensor plus a bool mask), plus the rank-r intermediate.
+    Saved for backward: the fp32 inputs of the two RMSNorms (as much as 4h 16-bit values); q, k,
+    v after RoPE and the attention output (q + 2kv + q; packed attention recomputes its scores in
+    backward, train/packing.py); the o_proj input is that output; gate and up outputs and their
+    product (3i: SiLU is recomputed, train/swiglu.py); two fp32 RMS statistics. LoRA adapters run
+    in 16 bits on their layer's own input, which is kept anyway; with dropout > 0 each adapter
+    adds a one-byte mask per input value (model/dropout.py keeps no dropped copy).
     """
     q, kv = s.heads * s.hd, s.kv_heads * s.hd
-    base = 2 * (4 * s.hidden + 2 * q + 2 * kv + 4 * s.intermediate) + 2 * 4
-    if method == "full":
+    base = 2 * (4 * s.hidden + 2 * q + 2 * kv + 3 * s.intermediate) + 2 * 4
+    if method == "full" or not lora_dropout:
         return base
-    inputs = sum(a for a, _ in s.linears())
-    per_input = 4 + (4 + 1 if lora_dropout else 0)
-    return base + per_input * inputs
+    return base + sum(a for a, _ in s.linears())
 
 
 def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpointing: bool = False,
@@ -178,15 +177,13 @@ def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpoin
 
 CPU_TOKEN_CAP = 8192  # on CPU a larger micro-batch is no faster, only bigger
 GPU_TOKEN_CAP = 65536
-EAGER_ATTENTION_MAX_LEN = 512  # train/packing.py keeps L x L attention weights up to this length
 
 
 def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int, on_gpu: bool,
                        trained_fraction: float = 1.0, lora_dropout: bool = True,
                        gradient_checkpointing: bool = False) -> tuple[int, bool]:
     """Tokens per micro-batch for `train.micro_batch_size: auto`, from the memory left once the model
-    is loaded: activations per token (as `plan` counts them, plus packed attention's 16-bit weights
-    for sequences up to 512 tokens) and trained logits, with a quarter of `free_bytes` held back
+    is loaded: activations per token (as `plan` counts them) and trained logits, with a quarter of `free_bytes` held back
     for gradients, optimizer state and allocator slack. Returns (tokens, fits): tokens is at least
     the longest sequence (one sequence per micro-batch is the least we can do) and at most a speed
     cap; fits is False when even that one sequence is predicted not to fit."""
@@ -194,7 +191,7 @@ def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int,
     if gradient_checkpointing:
         per_token = 2 * shape.hidden * shape.layers + layer
     else:
-        per_token = shape.layers * (layer + 2 * shape.heads * min(longest, EAGER_ATTENTION_MAX_LEN))
+        per_token = shape.layers * layer
     per_token += int(trained_fraction * shape.vocab * 12)
     fit = int(0.75 * free_bytes / per_token)
     cap = GPU_TOKEN_CAP if on_gpu else CPU_TOKEN_CAP

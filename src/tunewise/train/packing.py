@@ -104,38 +104,46 @@ def _matmul_attention(q, k, v, scaling, dropout: float) -> torch.Tensor:
     scale = scaling if scaling is not None else dim**-0.5
     # scaled before the matmul: q is smaller than the scores (and 1/sqrt(64) is exact in bf16)
     stacked = (q * scale).reshape(batch, kv_heads, groups * length, dim)  # head h = kv * groups + g, as repeat_kv
-    scores = torch.matmul(stacked, k.transpose(2, 3))
-    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1).repeat(groups, 1)
-    scores = scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
     if dropout > 0:  # Llama-family configs train with attention_dropout=0; this is the rare case
-        weights = F.dropout(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), p=dropout)
+        weights = F.dropout(F.softmax(_causal_scores(stacked, k), dim=-1, dtype=torch.float32).to(q.dtype), p=dropout)
         return torch.matmul(weights, v).view(batch, heads, length, dim)
-    return _SoftmaxValues.apply(scores, v).view(batch, heads, length, dim)
+    return _CausalAttention.apply(stacked, k, v).view(batch, heads, length, dim)
 
 
-class _SoftmaxValues(torch.autograd.Function):
-    """softmax(scores) @ v, with the softmax in fp32 as transformers' eager attention does.
+def _causal_scores(stacked: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """[B, kv_heads, groups * L, L] scores, masked above the diagonal of each stacked head."""
+    length = k.shape[2]
+    scores = torch.matmul(stacked, k.transpose(2, 3))
+    causal = torch.ones(length, length, dtype=torch.bool, device=k.device).triu(1).repeat(stacked.shape[2] // length, 1)
+    return scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
+
+
+class _CausalAttention(torch.autograd.Function):
+    """softmax(q k^T, causal) @ v with the softmax in fp32, as transformers' eager attention does.
 
     Autograd would keep the fp32 weights (softmax's backward) and their 16-bit copy (the second
-    matmul's): 6 bytes per score, 270 MiB of a forward pass on the SQL benchmark. This keeps the
-    16-bit scores (2 bytes) and recomputes the softmax in backward, which gives the same fp32
-    weights bit for bit: one more softmax per layer (~1% of a step) for two thirds less memory.
-    A softmax in 16 bits would save as much, but it changed training (docs/benchmarks.md).
+    matmul's): 6 bytes per score, 270 MiB of a forward pass on the SQL benchmark. This keeps only
+    q, k and v, as a flash kernel does, and recomputes scores and softmax in backward, bit for bit
+    the same weights: one more [L x L] matmul and softmax per layer (~2% of a step) for none of
+    the score memory. A softmax in 16 bits would save less, and it changed training
+    (docs/benchmarks.md).
     """
 
     @staticmethod
-    def forward(ctx, scores, v):
-        ctx.save_for_backward(scores, v)
-        return torch.matmul(F.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
+    def forward(ctx, stacked, k, v):
+        ctx.save_for_backward(stacked, k, v)
+        weights = F.softmax(_causal_scores(stacked, k), dim=-1, dtype=torch.float32)
+        return torch.matmul(weights.to(v.dtype), v)
 
     @staticmethod
     def backward(ctx, grad):
-        scores, v = ctx.saved_tensors
-        weights = F.softmax(scores, dim=-1, dtype=torch.float32)
+        stacked, k, v = ctx.saved_tensors
+        weights = F.softmax(_causal_scores(stacked, k), dim=-1, dtype=torch.float32)
         grad_v = torch.matmul(weights.to(v.dtype).transpose(-2, -1), grad)
         grad_weights = torch.matmul(grad, v.transpose(-2, -1)).float()
-        grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
-        return grad_scores.to(scores.dtype), grad_v
+        # softmax backward; masked positions have weight 0, so their score gradient is 0 as well
+        grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True)).to(v.dtype)
+        return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), stacked), grad_v
 
 
 AttentionInterface.register(NAME, packed_attention)
