@@ -4,7 +4,8 @@
 Each point runs in its own process: build the model (the bundled one, or a randomly initialised
 Llama of a given shape: memory does not depend on the weights), reset the kernel's peak-RSS mark
 (/proc/self/clear_refs) once the model is loaded, run two training steps (the second has
-optimizer state), and read the peak (VmHWM) minus the RSS before the model existed. On a GPU it
+optimizer state) through the forward `tunewise train` runs (packed batches, the lean MLP, the
+fused LoRA dropout), and read the peak (VmHWM) minus the RSS before the model existed. On a GPU it
 reads torch.cuda.max_memory_allocated instead. Full fine-tuning is run as mixed precision with
 fp32 master weights and fp32 Adam moments, the accounting the planner uses.
 
@@ -60,13 +61,18 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
 
     from tunewise.config import LoraConfig
     from tunewise.model.load import load_model
+    from tunewise.data.masking import Encoded
     from tunewise.model.lora import add_lora
     from tunewise.train.loss import summed_loss
+    from tunewise.train.packing import enable_packing, make_batch
+    from tunewise.train.swiglu import enable_lean_mlp
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     base = rss()
     model = load_model(model_dir, "bfloat16", "nf4" if method == "qlora" else "none", device)
+    packed = enable_packing(model)  # the forward `tunewise train` runs
+    enable_lean_mlp(model)
     if method == "full":
         if ckpt:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -76,8 +82,8 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
         model = add_lora(model, LoraConfig(), ckpt)
         optimizers = [torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)]
     model.train()  # dropout and gradient checkpointing are active in train mode only
-    ids = torch.randint(100, 1000, (batch, seq_len), device=device)
-    batch_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    rows = torch.randint(100, 1000, (batch, seq_len)).tolist()
+    batch_ = {k: v.to(device) for k, v in make_batch([Encoded(r, r) for r in rows], 0, packed).items()}
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -31,7 +31,7 @@ from ..data.masking import IGNORE, Encoded
 from ..model.lora import base_model
 
 NAME = "tunewise_packed"
-EAGER_MAX_LEN = 512  # above this the L x L attention weights cost more memory than they save time
+EAGER_MAX_LEN = 512  # above this the transient L x L scores cost more memory than they save time
 
 
 @dataclass
