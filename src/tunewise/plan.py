@@ -183,8 +183,8 @@ def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int,
                        trained_fraction: float = 1.0, lora_dropout: bool = True,
                        gradient_checkpointing: bool = False) -> tuple[int, bool]:
     """Tokens per micro-batch for `train.micro_batch_size: auto`, from the memory left once the model
-    is loaded: activations per token (as `plan` counts them) and trained logits, with a quarter of `free_bytes` held back
-    for gradients, optimizer state and allocator slack. Returns (tokens, fits): tokens is at least
+    is loaded: activations per token (as `plan` counts them) and trained logits, with a quarter
+    of `free_bytes` held back for gradients, optimizer state and allocator slack. Returns (tokens, fits): tokens is at least
     the longest sequence (one sequence per micro-batch is the least we can do) and at most a speed
     cap; fits is False when even that one sequence is predicted not to fit."""
     layer = _layer_activation_bytes(shape, method, lora_dropout and method != "full")

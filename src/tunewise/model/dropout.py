@@ -75,8 +75,7 @@ class DroppedLinear(nn.Linear):
             return super().forward(x)
         weight = self.weight
         if torch.is_autocast_enabled(x.device.type):  # the matmul autocast would have run in 16 bits
-            dtype = torch.get_autocast_dtype(x.device.type)
-            weight, x = weight.to(dtype), x.to(dtype)
+            weight = weight.to(torch.get_autocast_dtype(x.device.type))
         keep, scale = keep_mask(x, self.p)
         with torch.autocast(x.device.type, enabled=False):
             return _DroppedLinear.apply(x.to(weight.dtype), weight, keep, scale)

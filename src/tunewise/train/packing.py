@@ -124,8 +124,8 @@ class _CausalAttention(torch.autograd.Function):
     Autograd would keep the fp32 weights (softmax's backward) and their 16-bit copy (the second
     matmul's): 6 bytes per score, 270 MiB of a forward pass on the SQL benchmark. This keeps only
     q, k and v, as a flash kernel does, and recomputes scores and softmax in backward, bit for bit
-    the same weights: one more [L x L] matmul and softmax per layer (~2% of a step) for none of
-    the score memory. A softmax in 16 bits would save less, and it changed training
+    the same weights: one more [L x L] matmul and softmax per layer (16 training steps took no
+    longer) for none of the score memory. A softmax in 16 bits would save less, and it changed training
     (docs/benchmarks.md).
     """
 
