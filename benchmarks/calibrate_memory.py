@@ -60,8 +60,8 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
     import torch
 
     from tunewise.config import LoraConfig
-    from tunewise.model.load import load_model
     from tunewise.data.masking import Encoded
+    from tunewise.model.load import load_model
     from tunewise.model.lora import add_lora
     from tunewise.train.loss import summed_loss
     from tunewise.train.packing import enable_packing, make_batch

@@ -151,7 +151,7 @@ def test_recomputed_softmax_and_silu_give_autograd_gradients_with_less_kept():
     gate, up = (torch.randn(9, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     cases = [(lambda q, k, v: torch.matmul(F.softmax((q @ k.transpose(2, 3)).masked_fill(causal, -1e30), dim=-1,
                                                      dtype=torch.float32).to(v.dtype), v),
-              packing._CausalAttention.apply, (stacked, k, v)),
+              lambda q, k, v: packing._CausalAttention.apply(q, k, v, causal), (stacked, k, v)),
              (lambda g, u: F.silu(g) * u, swiglu._SiluMul.apply, (gate, up))]
     for reference, ours, inputs in cases:
         outs, grads_, kept = [], [], []

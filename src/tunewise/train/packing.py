@@ -104,17 +104,17 @@ def _matmul_attention(q, k, v, scaling, dropout: float) -> torch.Tensor:
     scale = scaling if scaling is not None else dim**-0.5
     # scaled before the matmul: q is smaller than the scores (and 1/sqrt(64) is exact in bf16)
     stacked = (q * scale).reshape(batch, kv_heads, groups * length, dim)  # head h = kv * groups + g, as repeat_kv
+    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1).repeat(groups, 1)
     if dropout > 0:  # Llama-family configs train with attention_dropout=0; this is the rare case
-        weights = F.dropout(F.softmax(_causal_scores(stacked, k), dim=-1, dtype=torch.float32).to(q.dtype), p=dropout)
+        scores = _causal_scores(stacked, k, causal)
+        weights = F.dropout(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), p=dropout)
         return torch.matmul(weights, v).view(batch, heads, length, dim)
-    return _CausalAttention.apply(stacked, k, v).view(batch, heads, length, dim)
+    return _CausalAttention.apply(stacked, k, v, causal).view(batch, heads, length, dim)
 
 
-def _causal_scores(stacked: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def _causal_scores(stacked: torch.Tensor, k: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
     """[B, kv_heads, groups * L, L] scores, masked above the diagonal of each stacked head."""
-    length = k.shape[2]
     scores = torch.matmul(stacked, k.transpose(2, 3))
-    causal = torch.ones(length, length, dtype=torch.bool, device=k.device).triu(1).repeat(stacked.shape[2] // length, 1)
     return scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
 
 
@@ -130,20 +130,20 @@ class _CausalAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, stacked, k, v):
-        ctx.save_for_backward(stacked, k, v)
-        weights = F.softmax(_causal_scores(stacked, k), dim=-1, dtype=torch.float32)
+    def forward(ctx, stacked, k, v, causal):
+        ctx.save_for_backward(stacked, k, v, causal)  # the mask is [groups * L, L] bools: small
+        weights = F.softmax(_causal_scores(stacked, k, causal), dim=-1, dtype=torch.float32)
         return torch.matmul(weights.to(v.dtype), v)
 
     @staticmethod
     def backward(ctx, grad):
-        stacked, k, v = ctx.saved_tensors
-        weights = F.softmax(_causal_scores(stacked, k), dim=-1, dtype=torch.float32)
+        stacked, k, v, causal = ctx.saved_tensors
+        weights = F.softmax(_causal_scores(stacked, k, causal), dim=-1, dtype=torch.float32)
         grad_v = torch.matmul(weights.to(v.dtype).transpose(-2, -1), grad)
         grad_weights = torch.matmul(grad, v.transpose(-2, -1)).float()
         # softmax backward; masked positions have weight 0, so their score gradient is 0 as well
         grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True)).to(v.dtype)
-        return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), stacked), grad_v
+        return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), stacked), grad_v, None
 
 
 AttentionInterface.register(NAME, packed_attention)
