@@ -2,14 +2,18 @@
 """Side-by-side training benchmark on the SQL example and the bundled model (issue 5).
 
 (a) the guide's SFTTrainer recipe as written (QLoRA, prepare_model_for_kbit_training, batch 2 x 4
-    accumulation, loss on every token), adapted only where today's API refuses it:
-    warmup_ratio -> warmup_steps, max_seq_length -> max_length, paged_adamw_32bit (CUDA only) -> adamw_torch;
+    accumulation, loss on every token, paged_adamw_32bit), adapted only where today's API refuses it:
+    warmup_ratio -> warmup_steps, max_seq_length -> max_length, and on a CPU paged_adamw_32bit
+    (CUDA only) -> adamw_torch;
 (b) TRL tuned fairly: completion-only loss (prompt/completion data), micro-batch 8, no kbit prep;
 (c) tunewise train.
 Same data (first N train examples), model, quantization, LoRA (r16, alpha 32, dropout 0.05, all
 linear), lr 2e-4 cosine with 3% warmup, 1 epoch, 8 sequences per optimizer step. Each run is its own
 process, in alternating order; then one evaluator process per adapter computes the validation loss
 on assistant tokens (the same code for all) and sql_exec on the held-out test split.
+
+Everything runs on the GPU when one is visible (peak memory is then torch.cuda.max_memory_allocated
+of the training process, beside its peak RSS), else on the CPU.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/bench_train.py --examples 240 --rounds 1
@@ -49,6 +53,22 @@ def messages_only(path: Path, out: Path, prompt_completion: bool) -> Path:
     return target
 
 
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def finish(out: Path, seconds: float) -> None:
+    """The child's result: training seconds and, on a GPU, its peak allocated/reserved memory."""
+    import torch
+
+    result = {"train_seconds": seconds}
+    if on_gpu():
+        result |= {"gpu_peak": torch.cuda.max_memory_allocated(), "gpu_reserved": torch.cuda.max_memory_reserved()}
+    (out / "result.json").write_text(json.dumps(result))
+
+
 def run_trl(variant: str, train: Path, out: Path, quant: str) -> None:
     import torch
     from datasets import load_dataset
@@ -81,7 +101,8 @@ def run_trl(variant: str, train: Path, out: Path, quant: str) -> None:
                      gradient_accumulation_steps=accumulation, learning_rate=2e-4, lr_scheduler_type="cosine",
                      warmup_steps=math.ceil(0.03 * steps), logging_steps=10, save_steps=100,
                      eval_strategy="steps" if variant == "a" else "no", eval_steps=50, bf16=True,
-                     max_length=2048, optim="adamw_torch", report_to=[], use_cpu=True, seed=0,
+                     max_length=2048, optim="paged_adamw_32bit" if variant == "a" and on_gpu() else "adamw_torch",
+                     report_to=[], use_cpu=not on_gpu(), seed=0,
                      **({"completion_only_loss": True} if variant == "b" else {}))
     trainer = SFTTrainer(model=model, train_dataset=dataset, eval_dataset=val if variant == "a" else None,
                          peft_config=lora, args=args, processing_class=tokenizer)
@@ -89,7 +110,7 @@ def run_trl(variant: str, train: Path, out: Path, quant: str) -> None:
     trainer.train()
     seconds = time.perf_counter() - start
     trainer.save_model(str(out / "adapter"))
-    (out / "result.json").write_text(json.dumps({"train_seconds": seconds}))
+    finish(out, seconds)
 
 
 def run_tunewise(train: Path, out: Path, quant: str) -> None:
@@ -107,7 +128,7 @@ def run_tunewise(train: Path, out: Path, quant: str) -> None:
     run(load_config(path))
     seconds = time.perf_counter() - start
     os.symlink(out / "run" / "adapter", out / "adapter")
-    (out / "result.json").write_text(json.dumps({"train_seconds": seconds}))
+    finish(out, seconds)
 
 
 def evaluate(adapter: Path, quant: str) -> dict:
@@ -121,11 +142,12 @@ def evaluate(adapter: Path, quant: str) -> dict:
     from tunewise.model.load import load_model, load_tokenizer, resolve_model
     from tunewise.train.loop import evaluate as val_loss
 
+    device = "cuda" if on_gpu() else "cpu"
     source = resolve_model("smollm2-135m-instruct")
     tokenizer = load_tokenizer(source)
-    model = PeftModel.from_pretrained(load_model(source, "bfloat16", quant), str(adapter))
+    model = PeftModel.from_pretrained(load_model(source, "bfloat16", quant, device), str(adapter))
     val, _ = encode_all(tokenizer, load_examples(SQL / "val.jsonl"), 2048, "val")
-    loss = val_loss(model, val, tokenizer.pad_token_id, "cpu")
+    loss = val_loss(model, val, tokenizer.pad_token_id, device)
     test = load_examples(SQL / "test.jsonl")
     outputs = generate(model, tokenizer, [prompt_messages(e.messages) for e in test], 128, 16)
     score = sum(sql_exec(o, e.messages[-1]["content"], e.meta) for o, e in zip(outputs, test)) / len(test)
@@ -204,25 +226,34 @@ def main() -> None:
             if code:
                 print(f"({v}) failed:\n{err[-3000:]}")
                 continue
-            seconds = json.loads((out / "result.json").read_text())["train_seconds"]
+            result = json.loads((out / "result.json").read_text())
+            seconds, gpu = result["train_seconds"], result.get("gpu_peak")
             _, _, ev, err, code = run_child([sys.executable, __file__, "--child", "eval", "--out", str(out),
                                              "--quant", args.quant])
             scores = json.loads(ev.strip().splitlines()[-1]) if code == 0 else {"val_loss": float("nan"), "sql_exec": float("nan")}
-            rows.append((v, r, wall, seconds, stats.trained_tokens / seconds, rss, scores["val_loss"], scores["sql_exec"]))
-            print(f"({v}) round {r}: wall {wall:.0f}s, train {seconds:.0f}s, {stats.trained_tokens / seconds:.1f} trained tok/s, "
-                  f"peak RSS {rss / 2**20:.0f} MiB, val loss {scores['val_loss']:.4f}, sql_exec {scores['sql_exec']:.1%}", flush=True)
+            rows.append((v, r, wall, seconds, stats.trained_tokens / seconds, rss, gpu, scores["val_loss"], scores["sql_exec"]))
+            gpu_text = f", peak GPU {gpu / 2**20:.0f} MiB" if gpu is not None else ""
+            print(f"({v}) round {r}: wall {wall:.0f}s, train {seconds:.1f}s, {stats.trained_tokens / seconds:.1f} trained tok/s, "
+                  f"peak RSS {rss / 2**20:.0f} MiB{gpu_text}, val loss {scores['val_loss']:.4f}, sql_exec {scores['sql_exec']:.1%}",
+                  flush=True)
     sys.path.insert(0, str(Path(__file__).parent))
     from matmul_peak import measure
 
+    import torch
+
     peak = max(measure().values()) * 1e9
     flops = training_flops(resolve_model("smollm2-135m-instruct"), enc)
+    where = f"GPU {torch.cuda.get_device_name()}" if on_gpu() else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{args.examples} examples, {stats.trained_tokens} assistant tokens, {stats.total_tokens} tokens, quant={args.quant}; "
-          f"{flops / 1e12:.2f} TFLOP of useful work; measured bf16 matmul peak {peak / 1e9:.0f} GFLOP/s")
-    print("| run | round | wall s | train s | trained tok/s | MFU | peak RSS MiB | val loss | sql_exec |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for v, r, wall, seconds, tps, rss, loss, score in rows:
-        print(f"| ({v}) | {r} | {wall:.0f} | {seconds:.0f} | {tps:.1f} | {flops / seconds / peak:.1%} | {rss / 2**20:.0f} "
-              f"| {loss:.4f} | {score:.1%} |")
+          f"{flops / 1e12:.2f} TFLOP of useful work; {where}, torch {torch.__version__}; "
+          f"measured bf16 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    gpu_head = " peak GPU MiB |" if on_gpu() else ""
+    print(f"| run | round | wall s | train s | trained tok/s | MFU | peak RSS MiB |{gpu_head} val loss | sql_exec |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if on_gpu() else "") + "---|---|")
+    for v, r, wall, seconds, tps, rss, gpu, loss, score in rows:
+        gpu_cell = f" {gpu / 2**20:.0f} |" if gpu is not None else ""
+        print(f"| ({v}) | {r} | {wall:.0f} | {seconds:.1f} | {tps:.1f} | {flops / seconds / peak:.2%} | {rss / 2**20:.0f} |"
+              f"{gpu_cell} {loss:.4f} | {score:.1%} |")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ Llama of a given shape: memory does not depend on the weights), reset the kernel
 (/proc/self/clear_refs) once the model is loaded, run two training steps (the second has
 optimizer state) through the forward `tunewise train` runs (packed batches, the lean MLP, the
 fused LoRA dropout), and read the peak (VmHWM) minus the RSS before the model existed. On a GPU it
-reads torch.cuda.max_memory_allocated instead. Full fine-tuning is run as mixed precision with
-fp32 master weights and fp32 Adam moments, the accounting the planner uses.
+reads torch.cuda.max_memory_allocated instead (and reports the allocator's reserved peak beside
+it). Full fine-tuning is run as mixed precision with fp32 master weights and fp32 Adam moments,
+the accounting the planner uses.
 
     .venv/bin/python benchmarks/calibrate_memory.py            # CPU: bundled model + random shapes
     .venv/bin/python benchmarks/calibrate_memory.py --quick    # fewer points
+    python benchmarks/calibrate_memory.py --gpu                # GPU: random Llama 3.2 1B and Llama 2 7B shapes
 """
 
 from __future__ import annotations
@@ -38,11 +40,35 @@ POINTS = [  # (model, method, seq_len, batch, gradient checkpointing)
 # glibc raises its mmap threshold after large frees, after which freed activations stay in the heap
 # and RSS stops tracking live tensors (measured: +900 MiB on the second step of a 135M LoRA run).
 # A fixed threshold returns large blocks to the kernel on free, so VmHWM measures tensors.
+# Issue 5's GPU rows: LoRA and QLoRA on randomly initialised 1B and 7B Llama shapes (memory does
+# not depend on the weights), 4 x 1024 tokens a micro-batch, with and without checkpointing.
+GPU_POINTS = [
+    ("rand-llama-3.2-1b", "lora", 1024, 4, False),
+    ("rand-llama-3.2-1b", "qlora", 1024, 4, False),
+    ("rand-llama-3.2-1b", "qlora", 1024, 4, True),
+    ("rand-llama-2-7b", "lora", 1024, 4, False),
+    ("rand-llama-2-7b", "qlora", 1024, 4, False),
+    ("rand-llama-2-7b", "qlora", 1024, 4, True),
+    # the same micro-batch through stock transformers + PEFT (SDPA attention, PEFT's dropout and
+    # fp32 adapter path, full-vocabulary logits in the model's loss): what tunewise saves
+    ("rand-llama-2-7b", "lora+peft", 1024, 4, False),
+    ("rand-llama-2-7b", "qlora+peft", 1024, 4, False),
+]
 CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
 RANDOM = {"rand-h1024-l8": dict(hidden_size=1024, num_hidden_layers=8, intermediate_size=2816,
                                 num_attention_heads=16, num_key_value_heads=4, vocab_size=32000),
           "rand-h2048-l4": dict(hidden_size=2048, num_hidden_layers=4, intermediate_size=5632,
                                 num_attention_heads=16, num_key_value_heads=8, vocab_size=32000)}
+
+
+def preset_config(preset: str) -> dict:
+    """A LlamaConfig's keys for one of the planner's preset shapes."""
+    from tunewise.plan import PRESETS
+
+    s = PRESETS[preset]
+    return dict(hidden_size=s.hidden, num_hidden_layers=s.layers, intermediate_size=s.intermediate,
+                num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, vocab_size=s.vocab,
+                tie_word_embeddings=s.tied)
 
 
 def rss() -> int:
@@ -56,7 +82,7 @@ def vm_hwm() -> int:
     raise RuntimeError("no VmHWM")
 
 
-def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -> int:
+def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -> dict:
     import torch
 
     from tunewise.config import LoraConfig
@@ -69,17 +95,20 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
+    stock = method.endswith("+peft")
+    method = method.removesuffix("+peft")
     base = rss()
     model = load_model(model_dir, "bfloat16", "nf4" if method == "qlora" else "none", device)
-    packed = enable_packing(model)  # the forward `tunewise train` runs
-    enable_lean_mlp(model)
+    packed = not stock and enable_packing(model)  # the forward `tunewise train` runs
+    if not stock:
+        enable_lean_mlp(model)
     if method == "full":
         if ckpt:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         master = [p.detach().float() for p in model.parameters()]
         optimizers = [torch.optim.AdamW([m], lr=1e-5) for m in master]
     else:
-        model = add_lora(model, LoraConfig(), ckpt)
+        model = stock_peft(model, ckpt) if stock else add_lora(model, LoraConfig(), ckpt)
         optimizers = [torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)]
     model.train()  # dropout and gradient checkpointing are active in train mode only
     rows = torch.randint(100, 1000, (batch, seq_len)).tolist()
@@ -90,8 +119,11 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
     else:
         open("/proc/self/clear_refs", "w").write("5")
     for _ in range(2):
-        loss, n = summed_loss(model, batch_)
-        (loss / n).backward()
+        if stock:  # equal-length rows: no padding, every token trained
+            model(input_ids=batch_["input_ids"], labels=batch_["labels"]).loss.backward()
+        else:
+            loss, n = summed_loss(model, batch_)
+            (loss / n).backward()
         if method == "full":  # mixed precision: one parameter's fp32 grad at a time into its master copy
             for p, m, opt in zip(model.parameters(), master, optimizers):
                 m.grad = p.grad.float()
@@ -102,7 +134,19 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
         else:
             optimizers[0].step()
             optimizers[0].zero_grad(set_to_none=True)
-    return torch.cuda.max_memory_allocated() if cuda else vm_hwm() - base
+    if cuda:
+        return {"peak": torch.cuda.max_memory_allocated(), "reserved": torch.cuda.max_memory_reserved()}
+    return {"peak": vm_hwm() - base}
+
+
+def stock_peft(model, ckpt: bool):
+    """LoRA as a plain transformers + PEFT script sets it up, with tunewise's default settings."""
+    from peft import LoraConfig, get_peft_model
+
+    if ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
 
 
 def model_dir(name: str, root: Path) -> str:
@@ -115,36 +159,60 @@ def model_dir(name: str, root: Path) -> str:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        config = LlamaConfig(**RANDOM[name], tie_word_embeddings=False, max_position_embeddings=4096)
-        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
+        shape = RANDOM.get(name) or preset_config(name.removeprefix("rand-"))
+        config = LlamaConfig(**{"tie_word_embeddings": False, **shape}, max_position_embeddings=4096)
+        # built in bf16 where it will train: a 7B model initialised in fp32 on a CPU takes minutes
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = LlamaForCausalLM._from_config(config, dtype=torch.bfloat16)
+        model.save_pretrained(path)
+        del model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return str(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="the 1B and 7B points (needs a GPU)")
+    parser.add_argument("--models", help="only the points of these models (comma-separated)")
     parser.add_argument("--child", nargs=5)
     args = parser.parse_args()
     if args.child:
         directory, method, seq_len, batch, ckpt = args.child
-        print(json.dumps({"peak": measure(directory, method, int(seq_len), int(batch), ckpt == "1")}))
+        print(json.dumps(measure(directory, method, int(seq_len), int(batch), ckpt == "1")))
         return
+    import torch
+
     from tunewise.plan import plan, resolve_shape
 
     root = Path(tempfile.mkdtemp(prefix="tunewise-calib-"))
-    points = POINTS[:4] if args.quick else POINTS
-    print(f"{'model':<22}{'method':<7}{'seq':>5}{'batch':>6}{'ckpt':>6}{'predicted MiB':>15}{'measured MiB':>14}{'error':>8}")
+    points = GPU_POINTS if args.gpu else POINTS[:4] if args.quick else POINTS
+    if args.models:
+        points = [p for p in points if p[0] in args.models.split(",")]
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{where}, torch {torch.__version__}; peak memory of two training steps, after loading")
+    print(f"{'model':<22}{'method':<11}{'seq':>5}{'batch':>6}{'ckpt':>6}{'predicted MiB':>15}{'measured MiB':>14}"
+          f"{'error':>8}{'reserved MiB':>14}")
     for name, method, seq_len, batch, ckpt in points:
         directory = model_dir(name, root)
         out = subprocess.run([sys.executable, __file__, "--child", directory, method, str(seq_len), str(batch),
                               "1" if ckpt else "0"], capture_output=True, text=True, env=CHILD_ENV)
         if out.returncode:
-            print(f"{name} {method}: failed: {out.stderr.strip().splitlines()[-1]}")
+            tail = "\n    ".join(out.stderr.strip().splitlines()[-12:])
+            print(f"{name} {method}: failed:\n    {tail}", flush=True)
             continue
-        measured = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        measured, reserved = result["peak"], result.get("reserved")
+        reserved_text = f"{reserved / 2**20:>14.0f}" if reserved else ""
+        if method.endswith("+peft"):  # the planner describes tunewise's own forward only
+            print(f"{name:<22}{method:<11}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}{'-':>15}"
+                  f"{measured / 2**20:>14.0f}{'-':>8}{reserved_text}", flush=True)
+            continue
         predicted = plan(resolve_shape(directory), method, seq_len, batch, ckpt).total_bytes
-        print(f"{name:<22}{method:<7}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}"
-              f"{predicted / 2**20:>15.0f}{measured / 2**20:>14.0f}{(predicted - measured) / measured:>+8.1%}")
+        print(f"{name:<22}{method:<11}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}"
+              f"{predicted / 2**20:>15.0f}{measured / 2**20:>14.0f}{(predicted - measured) / measured:>+8.1%}"
+              f"{reserved_text}", flush=True)
 
 
 if __name__ == "__main__":
