@@ -186,13 +186,17 @@ def training_flops(model_dir: str, encoded: list, rank: int = 16) -> float:
     return total
 
 
-def run_child(cmd: list[str]) -> tuple[float, int, str, str, int]:
-    """Wall seconds, peak RSS bytes (of the child alone, from wait4), stdout, stderr, exit code."""
+def run_child(cmd: list[str], log: Path) -> tuple[float, int, str, str, int]:
+    """Wall seconds, peak RSS bytes (of the child alone, from wait4), stdout, stderr, exit code.
+
+    The child's output goes to files, not pipes: reading one pipe to its end while the child fills
+    the other (progress bars, per-step warnings) deadlocks both processes."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    return time.perf_counter() - start, usage.ru_maxrss * 1024, out, err, os.waitstatus_to_exitcode(status)
+    with open(log.with_suffix(".out"), "w+") as out, open(log.with_suffix(".err"), "w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0), err.seek(0)
+        return time.perf_counter() - start, usage.ru_maxrss * 1024, out.read(), err.read(), os.waitstatus_to_exitcode(status)
 
 
 def main() -> None:
@@ -201,6 +205,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"])
     parser.add_argument("--only", default="a,b,c")
+    parser.add_argument("--workdir", help="where runs and logs go (default: a new temporary directory)")
     parser.add_argument("--child")
     parser.add_argument("--out")
     parser.add_argument("--train")
@@ -211,7 +216,9 @@ def main() -> None:
     from tunewise.data.masking import encode_all
     from tunewise.model.load import load_tokenizer, resolve_model
 
-    root = Path(tempfile.mkdtemp(prefix="tunewise-bench-"))
+    root = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="tunewise-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"runs, adapters and each child's output: {root}", flush=True)
     train = subset(args.examples, root)
     enc, stats = encode_all(load_tokenizer(resolve_model("smollm2-135m-instruct")), load_examples(train), 2048, "train")
     variants = args.only.split(",")
@@ -222,14 +229,16 @@ def main() -> None:
             out = root / f"{v}-{r}"
             out.mkdir()
             wall, rss, _, err, code = run_child([sys.executable, __file__, "--child", v, "--out", str(out),
-                                                 "--train", str(train), "--quant", args.quant])
+                                                 "--train", str(train), "--quant", args.quant], out / "train")
             if code:
                 print(f"({v}) failed:\n{err[-3000:]}")
                 continue
             result = json.loads((out / "result.json").read_text())
             seconds, gpu = result["train_seconds"], result.get("gpu_peak")
             _, _, ev, err, code = run_child([sys.executable, __file__, "--child", "eval", "--out", str(out),
-                                             "--quant", args.quant])
+                                             "--quant", args.quant], out / "eval")
+            if code:
+                print(f"({v}) evaluation failed:\n{err[-3000:]}", flush=True)
             scores = json.loads(ev.strip().splitlines()[-1]) if code == 0 else {"val_loss": float("nan"), "sql_exec": float("nan")}
             rows.append((v, r, wall, seconds, stats.trained_tokens / seconds, rss, gpu, scores["val_loss"], scores["sql_exec"]))
             gpu_text = f", peak GPU {gpu / 2**20:.0f} MiB" if gpu is not None else ""

@@ -10,7 +10,7 @@ from tunewise.data.masking import IGNORE
 from tunewise.model.dropout import DroppedLinear, keep_mask
 from tunewise.train import packing, swiglu
 from tunewise.train.loss import summed_loss
-from tunewise.train.packing import enable_packing, is_packed, pack
+from tunewise.train.packing import PackedLayout, enable_packing, is_packed, pack
 
 from .test_training import encoded, grads, lora_model
 
@@ -185,3 +185,22 @@ def test_lean_mlp_only_touches_llama_style_silu_mlps(tiny_model_dir):
     other = lora_model(tiny_model_dir)
     other.get_base_model().config.hidden_act = "gelu"
     assert swiglu.enable_lean_mlp(other) == 0
+
+
+def test_layout_pad_keeps_only_the_index_not_q_k_v():
+    """pad() equals index_copy into zeros (values and gradient) but autograd keeps none of its input."""
+    layout = PackedLayout.from_lengths([3, 5, 2])
+    rows = torch.randn(1, 4, 10, 8, dtype=torch.bfloat16, requires_grad=True)
+    reference = rows.detach().clone().requires_grad_()
+    kept = set()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.add(t.untyped_storage().data_ptr()) or t,
+                                                  lambda t: t):
+        grid = layout.pad(rows)
+    expected = reference.new_zeros(4, 15, 8).index_copy(1, layout.dest, reference[0]).view(4, 3, 5, 8).transpose(0, 1)
+    assert torch.equal(grid, expected)
+    assert torch.equal(grid[1, :, :5], rows[0, :, 3:8].detach()) and not grid[2, :, 2:].any()  # padding stays zero
+    weight = torch.randn(3, 4, 5, 8)
+    (grid.float() * weight).sum().backward()
+    (expected.float() * weight).sum().backward()
+    assert torch.equal(rows.grad, reference.grad)
+    assert rows.untyped_storage().data_ptr() not in kept and len(kept) == 1  # the index alone

@@ -31,9 +31,9 @@ def test_full_fine_tuning_is_16_bytes_a_parameter_plus_activations():
     assert p.breakdown["weights (16-bit)"] == 2 * n
     assert p.breakdown["gradients (16-bit)"] == 2 * n
     assert p.breakdown["optimizer (fp32 master + Adam m, v)"] == 12 * n
-    # per token per layer: 2*(4h + 2q + 2kv + 3i) + 8 = 2*(256 + 128 + 64 + 384) + 8 = 1672
-    assert p.breakdown["activations"] == 20 * 1672 * 2
-    assert p.breakdown["logits and loss (fp32, trained positions)"] == 20 * 100 * 12
+    # per token per layer: 2*(6h + 3q + 2kv + 3i) + 8 = 2*(384 + 192 + 64 + 384) + 8 = 2056
+    assert p.breakdown["activations"] == 20 * 2056 * 2
+    assert p.breakdown["logits and loss (fp32, trained positions)"] == 20 * 100 * (4 + 10)  # kept log-softmax + one chunk in flight
     forward = p.breakdown["activations"] + p.breakdown["logits and loss (fp32, trained positions)"]
     static = 16 * n - 2 * n  # weights, master, Adam; gradients (2n) peak apart from activations
     assert p.total_bytes == static + max(forward, 2 * n)
@@ -45,7 +45,7 @@ def test_lora_and_qlora():
     assert lora.breakdown["LoRA parameters (fp32)"] == 4 * 2 * 4096
     assert lora.breakdown["optimizer (Adam m, v, fp32)"] == 8 * 2 * 4096
     # LoRA inputs per layer: 64*3 + 64 + 64*2 + 128 = 512 values, a one-byte dropout mask each
-    assert lora.breakdown["activations"] == 10 * 2 * (1672 + 512)
+    assert lora.breakdown["activations"] == 10 * 2 * (2056 + 512)
     q = plan(TINY, "qlora", seq_len=10, batch=1, lora_r=4)
     assert q.breakdown["weights (4-bit linear layers)"] == LINEAR // 2
     assert q.breakdown["quantization constants"] == LINEAR // 64 + 4 * (LINEAR // 16384)
@@ -140,3 +140,14 @@ def test_micro_batches_respect_the_token_budget():
     assert all(lengths[g[0]] * len(g) <= 250 for g in groups)
     assert sorted(i for g in groups for i in g) == list(range(6))
     assert micro_batches(list(range(6)), lengths, "auto") == [list(range(6))]  # 6 x 100 under 8192
+
+
+def test_loss_memory_grows_by_the_kept_log_softmax_beyond_one_chunk():
+    from tunewise.plan import LOSS_CHUNK
+    from tunewise.train.loss import CHUNK
+
+    assert LOSS_CHUNK == CHUNK  # the planner describes the loss as train/loss.py computes it
+    logits = lambda tokens: plan(TINY, "lora", tokens, 1).breakdown["logits and loss (fp32, trained positions)"]
+    assert logits(100) == 100 * 100 * 14
+    # past one chunk each further position adds only its kept fp32 log-softmax (4 bytes a logit)
+    assert logits(3 * CHUNK) - logits(2 * CHUNK) == CHUNK * 100 * 4

@@ -14,8 +14,9 @@ forward pass, when all saved activations are alive), in bytes:
 - activations: what one decoder layer saves for backward per token (see `_layer_activation_bytes`),
   times layers; with gradient checkpointing only each layer's input is kept, plus one layer's
   activations while it is recomputed.
-- logits/loss: tunewise computes logits only at trained positions, in fp32 chunks; the planner
-  assumes every position is trained unless told otherwise (`trained_fraction`).
+- logits/loss: tunewise computes logits only at trained positions, in fp32 chunks of
+  `LOSS_CHUNK` positions (train/loss.py); the planner assumes every position is trained unless
+  told otherwise (`trained_fraction`).
 Framework overhead (CUDA context, allocator slack, the Python process) is not a tensor and is
 listed separately.
 """
@@ -30,6 +31,7 @@ from .errors import TunewiseError
 
 GIB = 1024**3
 CUDA_OVERHEAD = int(0.5 * GIB)  # CUDA context + allocator slack, typical on a recent driver
+LOSS_CHUNK = 2048  # train/loss.py's CHUNK: trained positions per LM-head chunk
 
 
 @dataclass(frozen=True)
@@ -122,15 +124,19 @@ class Plan:
 def _layer_activation_bytes(s: Shape, method: str, lora_dropout: bool) -> int:
     """Bytes one decoder layer keeps for backward, per token, in tunewise's training forward.
 
-    Saved for backward: the fp32 inputs of the two RMSNorms (as much as 4h 16-bit values); q, k,
-    v after RoPE and the attention output (q + 2kv + q; packed attention recomputes its scores in
-    backward, train/packing.py); the o_proj input is that output; gate and up outputs and their
-    product (3i: SiLU is recomputed, train/swiglu.py); two fp32 RMS statistics. LoRA adapters run
-    in 16 bits on their layer's own input, which is kept anyway; with dropout > 0 each adapter
-    adds a one-byte mask per input value (model/dropout.py keeps no dropped copy).
+    Saved for backward, counted in 16-bit values: the fp32 inputs of the two RMSNorms (4h) and
+    their 16-bit outputs, which the projections after them keep (2h); q, k, v in the padded grid
+    attention runs on, and the attention output twice, padded (kept by SDPA's kernel; the CPU's
+    short-batch path keeps none, so there this is 2q bytes on the safe side) and packed (o_proj's
+    input): 3q + 2kv; gate and up outputs and their product (3i: SiLU is recomputed,
+    train/swiglu.py); two fp32 RMS statistics. LoRA adapters run in 16 bits on their layer's own
+    input, which is kept anyway; with dropout > 0 each adapter adds a one-byte mask per input
+    value (model/dropout.py keeps no dropped copy). Checked against the tensors autograd keeps in
+    random Llama layers (docs/benchmarks.md); not counted: RoPE's cos/sin and the 16-bit casts of
+    the adapter weights, which do not grow with tokens.
     """
     q, kv = s.heads * s.hd, s.kv_heads * s.hd
-    base = 2 * (4 * s.hidden + 2 * q + 2 * kv + 3 * s.intermediate) + 2 * 4
+    base = 2 * (6 * s.hidden + 3 * q + 2 * kv + 3 * s.intermediate) + 2 * 4
     if method == "full" or not lora_dropout:
         return base
     return base + sum(a for a, _ in s.linears())
@@ -164,9 +170,7 @@ def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpoin
         b["activations (one layer recomputed)"] = tokens * per_layer
     else:
         b["activations"] = tokens * per_layer * shape.layers
-    # per logit: the fp32 log-softmax output saved for backward, then in backward its gradient and
-    # the gradient of the fp32 logits (4 + 4 + 4): the loss's backward is this term's peak
-    b["logits and loss (fp32, trained positions)"] = int(tokens * trained_fraction) * shape.vocab * 12
+    b["logits and loss (fp32, trained positions)"] = _logit_bytes(shape, int(tokens * trained_fraction))
     total = _peak(b)
     result = Plan(method, b, total, CUDA_OVERHEAD)
     if gpu_memory is not None:
@@ -192,10 +196,21 @@ def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int,
         per_token = 2 * shape.hidden * shape.layers + layer
     else:
         per_token = shape.layers * layer
-    per_token += int(trained_fraction * shape.vocab * 12)
-    fit = int(0.75 * free_bytes / per_token)
+    usable = 0.75 * free_bytes
+    # logits: 4 + 10 bytes per trained position up to one loss chunk, 4 beyond it (see _logit_bytes)
+    fit = int(usable / (per_token + 14 * trained_fraction * shape.vocab))
+    if trained_fraction * fit > LOSS_CHUNK:
+        transient = 10 * shape.vocab * LOSS_CHUNK
+        fit = int(max(usable - transient, 0) / (per_token + 4 * trained_fraction * shape.vocab))
     cap = GPU_TOKEN_CAP if on_gpu else CPU_TOKEN_CAP
     return max(longest, min(fit, cap)), fit >= longest
+
+
+def _logit_bytes(shape: Shape, trained: int) -> int:
+    """The loss's memory for `trained` positions: each chunk's fp32 log-softmax output is kept for
+    backward (4 bytes a logit), and the chunk being worked on also holds its 16-bit and fp32
+    logits and, in backward, their gradients (10 bytes a logit) for at most LOSS_CHUNK positions."""
+    return shape.vocab * (4 * trained + 10 * min(trained, LOSS_CHUNK))
 
 
 def _peak(b: dict[str, int]) -> int:
