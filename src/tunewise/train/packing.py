@@ -12,11 +12,11 @@ never learns to predict the first token of the next). tests/test_packing.py chec
 micro-batch gives the same loss and gradients as the padded one.
 
 Short sequences use a plain matmul-softmax attention (grouped-query heads stacked, keys and values
-never copied per head): on CPU it is about three times faster than
-PyTorch's flash kernel at the lengths chat data has (fwd+bwd of 8 x 147 tokens: 9.5 ms against
-29 ms, bf16) and its [batch, heads, L, L] weights are small there. Longer batches, and every batch
-on a GPU, use SDPA: there it dispatches to fused flash / memory-efficient kernels that keep no
-scores at all.
+never copied per head): on the CPU it is faster than PyTorch's flash kernel at the lengths chat
+data has (fwd+bwd of 8 x 147 tokens: 20 ms against 26 ms, bf16, `benchmarks/attention_paths.py`)
+and its [batch, heads, L, L] weights are small there. Batches longer than EAGER_MAX_LEN, and
+every batch on a GPU, use SDPA: on a GPU it dispatches to fused flash / memory-efficient kernels
+that keep no scores (H200, 8 x 147 tokens: 0.23 ms against 0.97 ms, 9 against 21 MiB).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from ..data.masking import IGNORE, Encoded
 from ..model.lora import base_model
 
 NAME = "tunewise_packed"
-EAGER_MAX_LEN = 512  # above this the transient L x L scores cost more memory than they save time
+# Above this longest length the matmul path is slower than SDPA on the CPU as well (8 sequences,
+# 9 heads of 64, bf16, fwd+bwd, 2 cores: 17 vs 23 ms at 160, 30 vs 22 ms at 192, 331 vs 123 ms at 512).
+EAGER_MAX_LEN = 176
 
 
 @dataclass
