@@ -33,7 +33,8 @@ def test_full_fine_tuning_is_16_bytes_a_parameter_plus_activations():
     assert p.breakdown["optimizer (fp32 master + Adam m, v)"] == 12 * n
     # per token per layer: 2*(6h + 3q + 2kv + 3i) + 8 = 2*(384 + 192 + 64 + 384) + 8 = 2056
     assert p.breakdown["activations"] == 20 * 2056 * 2
-    assert p.breakdown["logits and loss (fp32, trained positions)"] == 20 * 100 * (4 + 10)  # kept log-softmax + one chunk in flight
+    # full fine-tuning trains the head: each position's fp32 log-softmax is kept, plus one chunk in flight
+    assert p.breakdown["logits and loss (fp32, trained positions)"] == 20 * 100 * (4 + 10)
     forward = p.breakdown["activations"] + p.breakdown["logits and loss (fp32, trained positions)"]
     static = 16 * n - 2 * n  # weights, master, Adam; gradients (2n) peak apart from activations
     assert p.total_bytes == static + max(forward, 2 * n)
@@ -142,12 +143,12 @@ def test_micro_batches_respect_the_token_budget():
     assert micro_batches(list(range(6)), lengths, "auto") == [list(range(6))]  # 6 x 100 under 8192
 
 
-def test_loss_memory_grows_by_the_kept_log_softmax_beyond_one_chunk():
+def test_loss_memory_beyond_one_chunk_is_the_kept_gradient():
     from tunewise.plan import LOSS_CHUNK
     from tunewise.train.loss import CHUNK
 
     assert LOSS_CHUNK == CHUNK  # the planner describes the loss as train/loss.py computes it
     logits = lambda tokens: plan(TINY, "lora", tokens, 1).breakdown["logits and loss (fp32, trained positions)"]
-    assert logits(100) == 100 * 100 * 14
-    # past one chunk each further position adds only its kept fp32 log-softmax (4 bytes a logit)
-    assert logits(3 * CHUNK) - logits(2 * CHUNK) == CHUNK * 100 * 4
+    assert logits(100) == 100 * (100 * 10 + 2 * 64)  # one chunk in flight + the kept hidden-state gradient
+    # past one chunk each further position adds only its kept gradient (2h bytes; the head is frozen)
+    assert logits(3 * CHUNK) - logits(2 * CHUNK) == CHUNK * 2 * 64

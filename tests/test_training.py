@@ -197,3 +197,33 @@ def test_16bit_base_runs_adapters_in_16bit_with_fp32_masters(tiny_model_dir, cha
     assert n == n2
     torch.testing.assert_close(fast.detach(), slow, rtol=2e-2, atol=0.0)
     assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def test_frozen_head_loss_matches_autograd_and_keeps_nothing_vocabulary_sized(tiny_model_dir, chatml_tokenizer,
+                                                                                sql_data, monkeypatch):
+    """With a frozen head the loss's gradient is computed in the forward pass (train/loss.py): the
+    same loss and gradients as autograd's chunked cross-entropy, and no [positions, vocab] tensor
+    kept for backward."""
+    from tunewise.train import loss as loss_module
+
+    model = lora_model(tiny_model_dir)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    batch = collate(encoded(chatml_tokenizer, sql_data[0])[:4], chatml_tokenizer.pad_token_id)
+    vocab = model.get_base_model().config.vocab_size
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(tuple(t.shape)) or t, lambda t: t):
+        fused, n = summed_loss(model, batch)
+    (fused / 7).backward()
+    g_fused = grads(model)
+    assert kept and not any(shape and shape[-1] == vocab for shape in kept)
+    model.zero_grad()
+    monkeypatch.setattr(loss_module, "_frozen_linear", lambda head: False)
+    plain, n_plain = summed_loss(model, batch)
+    (plain / 7).backward()
+    assert n == n_plain > 0
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-4)
+    for name, g in grads(model).items():
+        torch.testing.assert_close(g_fused[name], g, rtol=1e-4, atol=1e-6)

@@ -170,7 +170,8 @@ def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpoin
         b["activations (one layer recomputed)"] = tokens * per_layer
     else:
         b["activations"] = tokens * per_layer * shape.layers
-    b["logits and loss (fp32, trained positions)"] = _logit_bytes(shape, int(tokens * trained_fraction))
+    b["logits and loss (fp32, trained positions)"] = _logit_bytes(shape, int(tokens * trained_fraction),
+                                                                  head_trains=method == "full")
     total = _peak(b)
     result = Plan(method, b, total, CUDA_OVERHEAD)
     if gpu_memory is not None:
@@ -197,20 +198,24 @@ def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int,
     else:
         per_token = shape.layers * layer
     usable = 0.75 * free_bytes
-    # logits: 4 + 10 bytes per trained position up to one loss chunk, 4 beyond it (see _logit_bytes)
-    fit = int(usable / (per_token + 14 * trained_fraction * shape.vocab))
+    # the loss (see _logit_bytes): 2h bytes kept per trained position, and 10 bytes a logit for
+    # the positions of the one chunk being worked on
+    kept = per_token + 2 * trained_fraction * shape.hidden
+    fit = int(usable / (kept + 10 * trained_fraction * shape.vocab))
     if trained_fraction * fit > LOSS_CHUNK:
-        transient = 10 * shape.vocab * LOSS_CHUNK
-        fit = int(max(usable - transient, 0) / (per_token + 4 * trained_fraction * shape.vocab))
+        fit = int(max(usable - 10 * shape.vocab * LOSS_CHUNK, 0) / kept)
     cap = GPU_TOKEN_CAP if on_gpu else CPU_TOKEN_CAP
     return max(longest, min(fit, cap)), fit >= longest
 
 
-def _logit_bytes(shape: Shape, trained: int) -> int:
-    """The loss's memory for `trained` positions: each chunk's fp32 log-softmax output is kept for
-    backward (4 bytes a logit), and the chunk being worked on also holds its 16-bit and fp32
-    logits and, in backward, their gradients (10 bytes a logit) for at most LOSS_CHUNK positions."""
-    return shape.vocab * (4 * trained + 10 * min(trained, LOSS_CHUNK))
+def _logit_bytes(shape: Shape, trained: int, head_trains: bool = False) -> int:
+    """The loss's memory for `trained` positions. The chunk being worked on holds its 16-bit and
+    fp32 logits and their log-softmax or gradient (10 bytes a logit, at most LOSS_CHUNK
+    positions). With a frozen head (LoRA, QLoRA) the gradient with respect to the hidden state is
+    computed in the forward pass and kept (2h bytes a position, train/loss.py); when the head
+    trains (full fine-tuning) every chunk's fp32 log-softmax is kept instead (4 bytes a logit)."""
+    kept = 4 * shape.vocab if head_trains else 2 * shape.hidden
+    return kept * trained + 10 * shape.vocab * min(trained, LOSS_CHUNK)
 
 
 def _peak(b: dict[str, int]) -> int:
