@@ -193,9 +193,10 @@ def run_child(cmd: list[str], log: Path) -> tuple[float, int, str, str, int]:
     the other (progress bars, per-step warnings) deadlocks both processes."""
     start = time.perf_counter()
     with open(log.with_suffix(".out"), "w+") as out, open(log.with_suffix(".err"), "w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
-        out.seek(0), err.seek(0)
+        out.seek(0)
+        err.seek(0)
         return time.perf_counter() - start, usage.ru_maxrss * 1024, out.read(), err.read(), os.waitstatus_to_exitcode(status)
 
 
@@ -231,7 +232,7 @@ def main() -> None:
             wall, rss, _, err, code = run_child([sys.executable, __file__, "--child", v, "--out", str(out),
                                                  "--train", str(train), "--quant", args.quant], out / "train")
             if code:
-                print(f"({v}) failed:\n{err[-3000:]}")
+                print(f"({v}) failed:\n{err[-3000:]}", flush=True)
                 continue
             result = json.loads((out / "result.json").read_text())
             seconds, gpu = result["train_seconds"], result.get("gpu_peak")
