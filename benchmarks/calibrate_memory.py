@@ -37,9 +37,6 @@ POINTS = [  # (model, method, seq_len, batch, gradient checkpointing)
     ("rand-h2048-l4", "qlora", 1024, 1, False),
     ("rand-h2048-l4", "lora", 256, 4, True),
 ]
-# glibc raises its mmap threshold after large frees, after which freed activations stay in the heap
-# and RSS stops tracking live tensors (measured: +900 MiB on the second step of a 135M LoRA run).
-# A fixed threshold returns large blocks to the kernel on free, so VmHWM measures tensors.
 # Issue 5's GPU rows: LoRA and QLoRA on randomly initialised 1B and 7B Llama shapes (memory does
 # not depend on the weights), 4 x 1024 tokens a micro-batch, with and without checkpointing.
 GPU_POINTS = [
@@ -54,6 +51,9 @@ GPU_POINTS = [
     ("rand-llama-2-7b", "lora+peft", 1024, 4, False),
     ("rand-llama-2-7b", "qlora+peft", 1024, 4, False),
 ]
+# glibc raises its mmap threshold after large frees, after which freed activations stay in the heap
+# and RSS stops tracking live tensors (measured: +900 MiB on the second step of a 135M LoRA run).
+# A fixed threshold returns large blocks to the kernel on free, so VmHWM measures tensors.
 CHILD_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
 RANDOM = {"rand-h1024-l8": dict(hidden_size=1024, num_hidden_layers=8, intermediate_size=2816,
                                 num_attention_heads=16, num_key_value_heads=4, vocab_size=32000),
@@ -143,10 +143,13 @@ def stock_peft(model, ckpt: bool):
     """LoRA as a plain transformers + PEFT script sets it up, with tunewise's default settings."""
     from peft import LoraConfig, get_peft_model
 
+    from tunewise.config import LoraConfig as Defaults
+
     if ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                                            task_type="CAUSAL_LM"))
+    d = Defaults()
+    return get_peft_model(model, LoraConfig(r=d.r, lora_alpha=d.alpha, lora_dropout=d.dropout,
+                                            target_modules=d.target_modules, task_type="CAUSAL_LM"))
 
 
 def model_dir(name: str, root: Path) -> str:
@@ -204,15 +207,14 @@ def main() -> None:
             continue
         result = json.loads(out.stdout.strip().splitlines()[-1])
         measured, reserved = result["peak"], result.get("reserved")
-        reserved_text = f"{reserved / 2**20:>14.0f}" if reserved else ""
         if method.endswith("+peft"):  # the planner describes tunewise's own forward only
-            print(f"{name:<22}{method:<11}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}{'-':>15}"
-                  f"{measured / 2**20:>14.0f}{'-':>8}{reserved_text}", flush=True)
-            continue
-        predicted = plan(resolve_shape(directory), method, seq_len, batch, ckpt).total_bytes
-        print(f"{name:<22}{method:<11}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}"
-              f"{predicted / 2**20:>15.0f}{measured / 2**20:>14.0f}{(predicted - measured) / measured:>+8.1%}"
-              f"{reserved_text}", flush=True)
+            predicted_text, error_text = f"{'-':>15}", f"{'-':>8}"
+        else:
+            predicted = plan(resolve_shape(directory), method, seq_len, batch, ckpt).total_bytes
+            predicted_text, error_text = f"{predicted / 2**20:>15.0f}", f"{(predicted - measured) / measured:>+8.1%}"
+        reserved_text = f"{reserved / 2**20:>14.0f}" if reserved else ""
+        print(f"{name:<22}{method:<11}{seq_len:>5}{batch:>6}{'yes' if ckpt else 'no':>6}{predicted_text}"
+              f"{measured / 2**20:>14.0f}{error_text}{reserved_text}", flush=True)
 
 
 if __name__ == "__main__":
