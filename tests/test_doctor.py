@@ -157,13 +157,13 @@ def test_good_template_passes_with_stats_and_preview(tmp_path, chatml_tokenizer)
 
 
 BROKEN_TEMPLATES = {  # code: (a template that breaks that rule, assistant turns per example)
-    "end-of-turn-not-trained": ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-                                "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}", 1),
-    "template-not-prefix-consistent": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
-                                       "{% if loop.last %}{{ ' (final)' }}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
-                                       "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}", 2),
-    "generation-prompt-mismatch": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
-                                   "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant:\n' }}{% endif %}", 1),
+    # the last message of any role is rendered differently: the user turn ending the inference
+    # prompt is not what training puts before the answer
+    "generation-prompt-mismatch": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
+                                   "{% if loop.last %}{{ ' (final)' }}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+                                   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}", 2),
+    "generation-prompt-mismatch ": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+                                    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant:\n' }}{% endif %}", 1),
 }
 
 
@@ -171,7 +171,17 @@ BROKEN_TEMPLATES = {  # code: (a template that breaks that rule, assistant turns
 def test_template_breaking_a_rule_is_an_error(tmp_path, chatml_tokenizer, code):
     template, turns = BROKEN_TEMPLATES[code]
     errors, _ = template_errors(tmp_path, with_template(chatml_tokenizer, template), turns=turns)
-    assert code in errors
+    assert code.strip() in errors
+
+
+def test_no_stop_token_at_all_names_the_config_key(tmp_path, chatml_tokenizer):
+    """A template with no end-of-turn and a model with no EOS: the fix is data.end_of_turn."""
+    tok = with_template(chatml_tokenizer, "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}"
+                                          "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    tok.eos_token = None
+    errors, report = template_errors(tmp_path, tok)
+    assert errors == {"no-end-of-turn"}
+    assert any("data.end_of_turn" in f.message for f in report.findings)
 
 
 def test_doubled_bos(tmp_path, llama3_tokenizer):

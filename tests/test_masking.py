@@ -3,7 +3,8 @@
 import pytest
 
 from tunewise.data.load import Example, to_example
-from tunewise.data.masking import IGNORE, encode, encode_all
+from tunewise.data.masking import IGNORE, encode_all
+from tunewise.data.masking import encode as encode_sequences
 from tunewise.errors import TunewiseError
 
 SINGLE = [
@@ -15,6 +16,12 @@ MULTI = SINGLE + [
     {"role": "user", "content": "Now only adults"},
     {"role": "assistant", "content": "SELECT COUNT(*) FROM users WHERE age >= 18;"},
 ]
+
+
+def encode(tokenizer, example, max_seq_len, where=""):
+    """These conversations render as one sequence on both templates."""
+    (enc,) = encode_sequences(tokenizer, example, max_seq_len, where)
+    return enc
 
 
 def trained_text(tokenizer, enc) -> list[str]:
@@ -68,9 +75,10 @@ def test_truncation_is_counted(chatml_tokenizer):
     full = encode(chatml_tokenizer, Example(MULTI), 512)
     cut = encode(chatml_tokenizer, Example(MULTI), len(full.input_ids) - 5)
     assert cut.truncated and not full.truncated
-    # the tail is the answer, <|im_end|> and the template's newline (not trained)
+    # the sequence ends with the last trained run (the template's newline after it trains nothing),
+    # so the 5 cut tokens are the answer's last 4 and <|im_end|>
     lost = sum(1 for label in full.labels[-5:] if label != IGNORE)
-    assert lost == 4
+    assert lost == 5
     assert cut.lost_trained_tokens == lost
     assert cut.n_trained == full.n_trained - lost
 
@@ -80,14 +88,18 @@ def test_no_trainable_tokens_is_refused(chatml_tokenizer):
         encode_all(chatml_tokenizer, [Example(SINGLE, line=1)], max_seq_len=12, source="train.jsonl")
 
 
-def test_prefix_inconsistent_template_is_refused(chatml_tokenizer):
+def test_prefix_inconsistent_template_trains_each_turn_as_its_own_sequence(chatml_tokenizer):
     tok = chatml_tokenizer.__class__.from_pretrained(chatml_tokenizer.name_or_path)
     # renders the final assistant turn differently from earlier ones (like templates that strip
-    # reasoning from past turns): the assistant span cannot be located by prefix rendering
+    # reasoning from past turns): no one rendering holds both turns as at inference
     tok.chat_template = (
         "{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}"
-        "{% if loop.last %}{{ ' [end]' }}{% else %}{{ '\n' }}{% endif %}{% endfor %}"
+        "{% if loop.last and m['role'] == 'assistant' %}{{ ' [end]' }}{% endif %}{{ eos_token + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
     )
-    with pytest.raises(TunewiseError, match="prefix-consistent"):
-        encode(tok, Example(MULTI), 512, "train.jsonl:3")
+    first, second = encode_sequences(tok, Example(MULTI), 512, "train.jsonl:3")
+    eos = tok.eos_token
+    assert trained_text(tok, first) == [f"SELECT COUNT(*) FROM users; [end]{eos}"]
+    assert trained_text(tok, second) == [f"SELECT COUNT(*) FROM users WHERE age >= 18; [end]{eos}"]
+    # the second sequence's history is the inference prompt: the first answer without ' [end]'
+    assert f"users;{eos}\nuser: Now only adults" in tok.decode(second.input_ids)

@@ -6,26 +6,29 @@ from pathlib import Path
 
 from rich.text import Text
 
+from .data.template import fold_system
 from .evaluate.generate import generate
 from .model.load import load_model, load_tokenizer, resolve_model
 
 
 def load_for_chat(target: str):
-    """A run directory (its adapter on its base) or a model name/directory."""
+    """A run directory (its adapter on its base) or a model name/directory; and whether the run
+    folds the system prompt into the first user turn (data.fold_system_prompt)."""
     if (Path(target) / "config.yaml").is_file() and (Path(target) / "adapter").is_dir():
         from .evaluate.compare import load_tuned
 
-        model, tokenizer, _ = load_tuned(target)
-        return model, tokenizer
+        model, tokenizer, config = load_tuned(target)
+        return model, tokenizer, config.data.fold_system_prompt
     source = resolve_model(target)
-    return load_model(source), load_tokenizer(source)
+    return load_model(source), load_tokenizer(source), False
 
 
-def reply(model, tokenizer, history: list[dict], max_new_tokens: int = 256) -> str:
+def reply(model, tokenizer, history: list[dict], max_new_tokens: int = 256, fold: bool = False) -> str:
+    history = fold_system(history) if fold else history
     return generate(model, tokenizer, [history], max_new_tokens=max_new_tokens, batch_size=1)[0]
 
 
-def chat_loop(model, tokenizer, system: str | None, console, max_new_tokens: int = 256) -> None:
+def chat_loop(model, tokenizer, system: str | None, console, max_new_tokens: int = 256, fold: bool = False) -> None:
     history = [{"role": "system", "content": system}] if system else []
     console.print("[dim]empty line or Ctrl-D to quit; /reset clears the conversation[/dim]")
     while True:
@@ -39,6 +42,6 @@ def chat_loop(model, tokenizer, system: str | None, console, max_new_tokens: int
             history = history[:1] if system else []
             continue
         history.append({"role": "user", "content": text})
-        answer = reply(model, tokenizer, history, max_new_tokens)
+        answer = reply(model, tokenizer, history, max_new_tokens, fold)
         history.append({"role": "assistant", "content": answer})
         console.print(Text.assemble(("model> ", "bold blue"), answer))  # model text is never markup

@@ -39,6 +39,10 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+FOLD_HELP = "Put the system prompt into the first user turn (data.fold_system_prompt), for templates without a system role."
+END_HELP = "Token that ends assistant turns where the template writes none (data.end_of_turn)."
+
+
 data_app = typer.Typer(help="Check and split chat data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -52,19 +56,20 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail the check too."),
     allow_small: bool = typer.Option(False, "--allow-small", help="Fewer than 50 examples is a warning, not an error."),
+    fold_system_prompt: bool = typer.Option(False, "--fold-system-prompt", help=FOLD_HELP),
+    end_of_turn: Optional[str] = typer.Option(None, "--end-of-turn", help=END_HELP),
 ) -> None:
     """Find data and chat-template mistakes before training. Exit 0 usable, 1 errors, 2 usage."""
     import json
 
     _quiet_libraries()
     from .data.doctor import check
+    from .data.targets import TargetOptions
 
-    tokenizer = None
+    tokenizer, options = None, TargetOptions()
     if model:
-        from .model.load import load_tokenizer, resolve_model
-
-        tokenizer = load_tokenizer(resolve_model(model))
-    report = check(file, val, tokenizer, max_seq_len if model else None, allow_small)
+        tokenizer, options = _tokenizer_and_options(model, fold_system_prompt, end_of_turn)
+    report = check(file, val, tokenizer, max_seq_len if model else None, allow_small, options)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -72,6 +77,49 @@ def data_check(
 
         show(report, console)
     if report.errors or (strict and report.warnings):
+        raise typer.Exit(1)
+
+
+def _tokenizer_and_options(model: str, fold_system_prompt: bool, end_of_turn: Optional[str]):
+    from .data.targets import target_options
+    from .model.load import load_tokenizer, resolve_model
+
+    source = resolve_model(model)
+    tokenizer = load_tokenizer(source)
+    return tokenizer, target_options(tokenizer, source, fold_system_prompt, end_of_turn)
+
+
+@data_app.command("preview")
+def data_preview(
+    file: str = typer.Argument(..., help="JSONL to preview (chat messages or prompt/completion)."),
+    model: str = typer.Option(..., "--model", help="Model whose tokenizer and chat template to use."),
+    line: Optional[int] = typer.Option(None, "--line", min=1, help="Only the example on this line."),
+    limit: int = typer.Option(5, "--limit", min=1, help="Examples shown on a terminal (JSON lists all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print every example's sequences as JSON."),
+    fold_system_prompt: bool = typer.Option(False, "--fold-system-prompt", help=FOLD_HELP),
+    end_of_turn: Optional[str] = typer.Option(None, "--end-of-turn", help=END_HELP),
+) -> None:
+    """Exactly what each example trains (trained text highlighted). Exit 1 if any example is refused."""
+    import json
+
+    _quiet_libraries()
+    from .data.preview import preview, show
+
+    tokenizer, options = _tokenizer_and_options(model, fold_system_prompt, end_of_turn)
+    items = preview(file, tokenizer, options, line)
+    refused = 0
+    if as_json:
+        examples = list(items)
+        refused = sum("error" in x for x in examples)
+        print(json.dumps({"examples": examples}, indent=2, ensure_ascii=False))
+    else:
+        for n, item in enumerate(items):
+            refused += "error" in item
+            if n < limit or line is not None:
+                show(item, console)
+        if refused:
+            console.print(f"[bold red]{refused} examples refused[/]")
+    if refused:
         raise typer.Exit(1)
 
 
@@ -232,12 +280,12 @@ def chat(
     _quiet_libraries()
     from .chat import chat_loop, load_for_chat, reply
 
-    model, tokenizer = load_for_chat(target)
+    model, tokenizer, fold = load_for_chat(target)
     if prompt is not None:
         history = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        print(reply(model, tokenizer, history, max_new_tokens))
+        print(reply(model, tokenizer, history, max_new_tokens, fold))
     else:
-        chat_loop(model, tokenizer, system, console, max_new_tokens)
+        chat_loop(model, tokenizer, system, console, max_new_tokens, fold)
 
 
 @app.command()

@@ -43,6 +43,12 @@ class DataConfig(_Strict):
     max_seq_len: int = Field(2048, gt=8)
     allow_small: bool = False
     """Train on fewer than 50 examples anyway (the guide: use few-shot prompting instead)."""
+    fold_system_prompt: bool = False
+    """For templates without a system role: the system prompt starts the first user message
+    (training, evaluation and chat alike)."""
+    end_of_turn: str | None = None
+    """The token that ends an assistant turn where the chat template writes none (default: the
+    model's own stop token, from its generation_config, or EOS)."""
 
     @model_validator(mode="after")
     def _one_val_source(self) -> "DataConfig":

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .load import DataError, Example, iter_examples
+from .targets import TargetOptions
 
 MIN_EXAMPLES = 50  # the guide: below this, use few-shot prompting instead
 FEW_EXAMPLES = 100  # the guide: 100-500 high-quality examples is a realistic minimum
@@ -99,7 +100,7 @@ def _scan(path: str | Path, report: Report) -> _FileScan:
 
 
 def _record(scan: _FileScan, ex: Example, report: Report) -> None:
-    text = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in ex.messages)
+    text = "\x1e".join(f"{m['role']}\x1f{m['content'] or ''}" for m in ex.messages)
     exact, near = _digest(text), _digest(_norm(text))
     if exact in scan.exact:
         report.add("warning", "duplicate", f"exact duplicate of line {scan.exact[exact]}", scan.path, ex.line)
@@ -108,8 +109,8 @@ def _record(scan: _FileScan, ex: Example, report: Report) -> None:
                    scan.path, ex.line)
     scan.exact.setdefault(exact, ex.line)
     scan.near.setdefault(near, ex.line)
-    scan.prompts.setdefault(_digest(_norm("\x1e".join(m["content"] for m in ex.messages[:-1]))), ex.line)
-    answer = ex.messages[-1]["content"]
+    scan.prompts.setdefault(_digest(_norm("\x1e".join(m["content"] or "" for m in ex.messages[:-1]))), ex.line)
+    answer = ex.messages[-1]["content"] or ""
     scan.answer_chars.append(min(len(answer), 2**32 - 1))
     scan.answer_lines.append(ex.line)
     system = [m["content"] for m in ex.messages if m["role"] == "system"]
@@ -126,7 +127,7 @@ def _role_order(ex: Example, path: str, report: Report) -> None:
     roles = [m["role"] for m in ex.messages]
     if "system" in roles[1:]:
         report.add("warning", "role-order", "a system message after the first message", path, ex.line)
-    body = [r for r in roles if r != "system"]
+    body = [r for r in roles if r not in ("system", "tool")]
     if body and body[0] != "user":
         report.add("warning", "role-order", "the conversation does not start with a user message", path, ex.line)
     if any(a == b for a, b in zip(body, body[1:])):
@@ -199,7 +200,7 @@ def _leakage(train: _FileScan, val: _FileScan, report: Report) -> None:
 
 
 def check(path: str | Path, val: str | Path | None = None, tokenizer=None, max_seq_len: int | None = None,
-          allow_small: bool = False) -> Report:
+          allow_small: bool = False, options: TargetOptions = TargetOptions()) -> Report:
     """All checks on a training file (and its validation file, for leakage), optionally with a tokenizer."""
     report = Report()
     scans = [_scan(path, report)]
@@ -214,5 +215,5 @@ def check(path: str | Path, val: str | Path | None = None, tokenizer=None, max_s
         from .tokens import token_checks
 
         for scan in scans:
-            token_checks(scan.path, tokenizer, max_seq_len, report)
+            token_checks(scan.path, tokenizer, max_seq_len, report, options)
     return report

@@ -13,7 +13,10 @@ from typing import Iterator
 
 from ..errors import TunewiseError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+# Keys a message may carry besides role and content, as in OpenAI's fine-tuning format; all are
+# passed to the chat template (weight is tunewise's: 0 marks an assistant turn as context only).
+MESSAGE_KEYS = {"weight", "reasoning_content", "tool_calls", "tool_call_id", "name"}
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
@@ -30,6 +33,7 @@ class Example:
     messages: list[dict]
     meta: dict = field(default_factory=dict)
     line: int = 0
+    tools: list | None = None  # function definitions for the chat template (OpenAI's `tools`)
 
 
 def _raw_lines(handle, path) -> Iterator[tuple[int, bytes | None]]:
@@ -105,7 +109,18 @@ def to_example(obj: object, path: str | Path = "<data>", line: int = 0) -> Examp
     else:
         fail("missing-messages", "missing 'messages' (chat format) or 'prompt'/'completion'")
     _check_messages(messages, fail)
-    return Example(messages=[{"role": m["role"], "content": m["content"]} for m in messages], meta=meta, line=line)
+    tools = obj.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        fail("bad-tools", "'tools' must be a list of objects (function definitions)")
+    return Example(messages=[_template_message(m) for m in messages], meta=meta, line=line, tools=tools or None)
+
+
+def _template_message(m: dict) -> dict:
+    out = {"role": m["role"], "content": m["content"]}
+    out.update({k: m[k] for k in MESSAGE_KEYS if k in m})
+    if out.get("tool_calls"):
+        out["tool_calls"] = arguments_as_objects(out["tool_calls"])
+    return out
 
 
 def _check_messages(messages: object, fail) -> None:
@@ -122,16 +137,45 @@ def _check_messages(messages: object, fail) -> None:
             fail("missing-role", f"{at} has no 'role'")
         if role not in ROLES:
             fail("unknown-role", f"{at}: unknown role {role!r} (use one of {', '.join(ROLES)})")
+        calls = m.get("tool_calls")
+        if calls is not None and (role != "assistant" or not isinstance(calls, list) or not all(
+                isinstance(c, dict) and isinstance((c.get("function") or c).get("name"), str) for c in calls)):
+            fail("bad-tool-calls", f"{at}: 'tool_calls' must be a list of calls with a function name, on an "
+                 "assistant message")
         content = m.get("content")
-        if not isinstance(content, str):
+        if not isinstance(content, str) and not (calls and content is None):
             what = "missing" if "content" not in m else ("null" if content is None else type(content).__name__)
             fail("bad-content", f"{at}: 'content' must be a string, got {what}")
-        if role == "assistant" and not content.strip():
+        if role == "assistant" and not (content or "").strip() and not calls:
             fail("empty-assistant", f"{at}: empty assistant content; remove the example or write the answer")
+        _check_extras(m, role, at, fail)
     if not any(m["role"] == "assistant" for m in messages):
         fail("no-assistant", "no assistant message, nothing to train on")
+    if not any(m["role"] == "assistant" and m.get("weight", 1) != 0 for m in messages):
+        fail("nothing-trained", "every assistant message has \"weight\": 0; nothing to train on")
     if messages[-1]["role"] != "assistant":
         fail("last-not-assistant", f"the last message must be from the assistant (got {messages[-1]['role']!r})")
+
+
+def arguments_as_objects(tool_calls: list) -> list:
+    """OpenAI's format writes tool-call arguments as a JSON string; chat templates expect an object."""
+    out = []
+    for call in tool_calls:
+        call = dict(call)
+        if isinstance(call.get("function"), dict) and isinstance(call["function"].get("arguments"), str):
+            try:
+                call["function"] = {**call["function"], "arguments": json.loads(call["function"]["arguments"])}
+            except json.JSONDecodeError:
+                pass  # not JSON: passed as written
+        out.append(call)
+    return out
+
+
+def _check_extras(m: dict, role: str, at: str, fail) -> None:
+    if "weight" in m and (role != "assistant" or m["weight"] not in (0, 1) or isinstance(m["weight"], bool)):
+        fail("bad-weight", f"{at}: 'weight' must be 0 (context only) or 1 (trained), on assistant messages only")
+    if "reasoning_content" in m and (role != "assistant" or not isinstance(m["reasoning_content"], str)):
+        fail("bad-reasoning", f"{at}: 'reasoning_content' must be a string, on assistant messages only")
 
 
 def iter_examples(path: str | Path) -> Iterator[Example | DataError]:

@@ -1,17 +1,19 @@
-"""Token ids and labels: loss on assistant tokens only, every assistant turn, end-of-turn included.
+"""Token ids and labels: loss on what the model generates at inference, nothing else.
 
-Labels are -100 everywhere else (system prompt, user turns, template scaffolding, padding).
-Truncation to max_seq_len is counted and reported by the caller, never silent.
+data/targets.py decides which text of each example is trained (every trained assistant turn,
+its reasoning, content and stop token); here that text is tokenized once, whole, and a token is
+trained when it starts inside a trained segment. Labels are -100 everywhere else (system prompt,
+user turns, tool results, template scaffolding, padding). Truncation to max_seq_len is counted
+and reported by the caller, never silent.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 
 from ..errors import TunewiseError
 from .load import Example
-from .template import assistant_spans
+from .targets import Sequence, TargetOptions, build_sequences
 
 IGNORE = -100
 
@@ -29,17 +31,33 @@ class Encoded:
         return sum(1 for label in self.labels if label != IGNORE)
 
 
-def encode(tokenizer, example: Example, max_seq_len: int, where: str = "") -> Encoded:
-    text, spans = assistant_spans(tokenizer, example.messages, where)
-    # The template already writes BOS and special tokens as text; adding them again would double BOS.
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    starts = [s for s, _ in spans]
-    labels = []
-    for token, (begin, _end) in zip(ids, offsets):
-        k = bisect.bisect_right(starts, begin) - 1
-        inside = k >= 0 and spans[k][0] <= begin < spans[k][1]
-        labels.append(token if inside else IGNORE)
+def encode(tokenizer, example: Example, max_seq_len: int, where: str = "",
+           options: TargetOptions = TargetOptions()) -> list[Encoded]:
+    """One Encoded per sequence of the example (usually one; see data/targets.py)."""
+    return [encode_sequence(tokenizer, seq, max_seq_len) for seq in build_sequences(tokenizer, example, options, where)]
+
+
+def encode_sequence(tokenizer, sequence: Sequence, max_seq_len: int) -> Encoded:
+    """Token ids as inference sees them: the text before each trained run is tokenized whole, as
+    the inference prompt is, and the run on its own, as the model generates it after the prompt.
+    Tokenizing prompt and answer together would let a token straddle the boundary (a prompt ending
+    in a space, an answer starting with a word: " SELECT" is one token) and leave the answer's
+    first token untrained, on a context the model never sees at inference (TRL tokenizes prompt
+    and completion apart for the same reason)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    text = ""
+    for segment in sequence.segments:
+        text += segment.text
+        if segment.trained:
+            new = _tokens(tokenizer, segment.text)
+            if _decode(tokenizer, new) != segment.text:  # a tokenizer that adds a leading space
+                new = _tail(tokenizer, text, ids) or new
+            labels += new
+        else:
+            new = _tail(tokenizer, text, ids) or _tokens(tokenizer, segment.text)
+            labels += [IGNORE] * len(new)
+        ids += new
     full_trained = sum(1 for x in labels if x != IGNORE)
     truncated = len(ids) > max_seq_len
     overflow = max(0, len(ids) - max_seq_len)
@@ -48,9 +66,25 @@ def encode(tokenizer, example: Example, max_seq_len: int, where: str = "") -> En
     return Encoded(ids, labels, truncated, full_trained - kept, overflow)
 
 
+def _tokens(tokenizer, text: str) -> list[int]:
+    # The template already writes BOS and special tokens as text; adding them again would double BOS.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _tail(tokenizer, text: str, done: list[int]) -> list[int] | None:
+    """The tokens `text` adds after `done`, when tokenizing it whole keeps `done` as its start."""
+    whole = _tokens(tokenizer, text)
+    return whole[len(done):] if whole[: len(done)] == done else None
+
+
 @dataclass
 class EncodeStats:
     examples: int = 0
+    sequences: int = 0  # more than examples where turns had to be trained one per sequence
     truncated: int = 0
     lost_trained_tokens: int = 0
     trained_tokens: int = 0
@@ -58,8 +92,10 @@ class EncodeStats:
     dropped_empty: int = 0
 
     def summary(self, name: str, max_seq_len: int) -> str:
+        split = f" as {self.sequences} sequences (one per trained turn where the template needs it)" \
+            if self.sequences != self.examples else ""
         text = (
-            f"{name}: {self.examples} examples, {self.total_tokens} tokens, "
+            f"{name}: {self.examples} examples{split}, {self.total_tokens} tokens, "
             f"{self.trained_tokens} trained ({self.trained_tokens / max(self.total_tokens, 1):.0%})"
         )
         if self.truncated:
@@ -68,24 +104,28 @@ class EncodeStats:
                 f"{self.lost_trained_tokens} assistant tokens"
             )
         if self.dropped_empty:
-            text += f"; {self.dropped_empty} dropped (no assistant tokens left after truncation)"
+            text += f"; {self.dropped_empty} sequences dropped (no assistant tokens left after truncation)"
         return text
 
 
-def encode_all(tokenizer, examples: list[Example], max_seq_len: int, source: str) -> tuple[list[Encoded], EncodeStats]:
+def encode_all(tokenizer, examples: list[Example], max_seq_len: int, source: str,
+               options: TargetOptions = TargetOptions()) -> tuple[list[Encoded], EncodeStats]:
     stats = EncodeStats()
     out = []
     for ex in examples:
-        enc = encode(tokenizer, ex, max_seq_len, f"{source}:{ex.line}")
-        stats.truncated += enc.truncated
-        stats.lost_trained_tokens += enc.lost_trained_tokens
-        if enc.n_trained == 0:
-            stats.dropped_empty += 1
-            continue
-        stats.examples += 1
-        stats.trained_tokens += enc.n_trained
-        stats.total_tokens += len(enc.input_ids)
-        out.append(enc)
+        kept = 0
+        for enc in encode(tokenizer, ex, max_seq_len, f"{source}:{ex.line}", options):
+            stats.truncated += enc.truncated
+            stats.lost_trained_tokens += enc.lost_trained_tokens
+            if enc.n_trained == 0:
+                stats.dropped_empty += 1
+                continue
+            kept += 1
+            stats.trained_tokens += enc.n_trained
+            stats.total_tokens += len(enc.input_ids)
+            out.append(enc)
+        stats.examples += kept > 0
+        stats.sequences += kept
     if not out:
         raise TunewiseError(
             f"{source}: no tokens would be trained: every example has no assistant tokens within "

@@ -4,68 +4,76 @@ from __future__ import annotations
 
 import statistics
 from array import array
+from dataclasses import dataclass, field
 
 from ..errors import TunewiseError
 from .load import DataError, iter_examples
 from .masking import IGNORE, encode
+from .targets import TargetOptions, stop_ids_for
 from .template import TemplateCheckError, require_template
 
-END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
+
+@dataclass
+class _Totals:
+    """What the token checks keep over a file: lengths and counts, not text."""
+    lengths: array = field(default_factory=lambda: array("I"))
+    shares: array = field(default_factory=lambda: array("f"))
+    truncated: int = 0
+    lost: int = 0
+    trained: int = 0
+    eos_missing_line: int | None = None
 
 
-def end_of_turn_ids(tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    vocab = tokenizer.get_vocab()
-    return ids | {vocab[t] for t in END_OF_TURN if t in vocab}
-
-
-def token_checks(path: str, tokenizer, max_seq_len: int | None, report) -> None:
+def token_checks(path: str, tokenizer, max_seq_len: int | None, report,
+                 options: TargetOptions = TargetOptions()) -> None:
     try:
         require_template(tokenizer)
     except TunewiseError as e:
         report.add("error", "no-chat-template", str(e))
         return
-    limit = max_seq_len or 10**9
-    ends = end_of_turn_ids(tokenizer)
-    bos = tokenizer.bos_token_id
-    lengths, shares = array("I"), array("f")
-    truncated = lost = trained_total = 0
-    eos_missing_line = None
+    ends = options.stop_ids or stop_ids_for(tokenizer)
+    totals = _Totals()
     for ex in iter_examples(path):
         if isinstance(ex, DataError):
             continue  # already reported by the scan
         try:
-            enc = encode(tokenizer, ex, limit, f"{path}:{ex.line}")
+            sequences = encode(tokenizer, ex, max_seq_len or 10**9, f"{path}:{ex.line}", options)
         except TemplateCheckError as e:
             report.add("error", e.code, str(e).split(": ", 1)[-1], path, ex.line)
             continue
         except TunewiseError as e:
             report.add("error", "template-error", str(e), path, ex.line)
             continue
-        lengths.append(len(enc.input_ids) + enc.overflow)
-        trained = enc.n_trained
-        trained_total += trained
-        shares.append(trained / max(len(enc.input_ids), 1))
-        if enc.truncated:
-            truncated += 1
-            lost += enc.lost_trained_tokens
-            report.add("warning", "truncated", f"longer than max_seq_len={max_seq_len}: "
-                       f"{enc.lost_trained_tokens} assistant tokens would be cut", path, ex.line)
-        if trained == 0:
-            report.add("error", "no-trained-tokens", "no assistant tokens left to train on"
-                       + (f" within max_seq_len={max_seq_len}" if max_seq_len else ""), path, ex.line)
-        if bos is not None and enc.input_ids[:2] == [bos, bos]:
-            report.add("error", "double-bos", "the rendered text starts with two BOS tokens", path, ex.line)
-        if not enc.truncated and trained and eos_missing_line is None and not _turns_end_in_loss(enc, ends):
-            eos_missing_line = ex.line
-        if report.preview is None:
-            report.preview = _preview(tokenizer, enc, path, ex.line)
-    if eos_missing_line is not None:
-        report.add("error", "end-of-turn-not-trained", "the end-of-turn/EOS token is not inside the loss, so the "
-                   "model never learns to stop; the chat template must close assistant turns with it",
-                   path, eos_missing_line)
-    if lengths:
-        _length_stats(path, lengths, shares, truncated, lost, trained_total, max_seq_len, report)
+        for enc in sequences:
+            _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals, path, ex.line)
+    if totals.eos_missing_line is not None:
+        report.add("error", "end-of-turn-not-trained", "a trained turn does not end with a token that stops "
+                   "generation, so the model never learns to stop; set data.end_of_turn to the model's stop token",
+                   path, totals.eos_missing_line)
+    if totals.lengths:
+        _length_stats(path, totals, max_seq_len, report)
+
+
+def _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals: _Totals, path, line) -> None:
+    totals.lengths.append(len(enc.input_ids) + enc.overflow)
+    trained = enc.n_trained
+    totals.trained += trained
+    totals.shares.append(trained / max(len(enc.input_ids), 1))
+    if enc.truncated:
+        totals.truncated += 1
+        totals.lost += enc.lost_trained_tokens
+        report.add("warning", "truncated", f"longer than max_seq_len={max_seq_len}: "
+                   f"{enc.lost_trained_tokens} assistant tokens would be cut", path, line)
+    if trained == 0:
+        report.add("error", "no-trained-tokens", "no assistant tokens left to train on"
+                   + (f" within max_seq_len={max_seq_len}" if max_seq_len else ""), path, line)
+    bos = tokenizer.bos_token_id
+    if bos is not None and enc.input_ids[:2] == [bos, bos]:
+        report.add("error", "double-bos", "the rendered text starts with two BOS tokens", path, line)
+    if not enc.truncated and trained and totals.eos_missing_line is None and not _turns_end_in_loss(enc, ends):
+        totals.eos_missing_line = line
+    if report.preview is None:
+        report.preview = _preview(tokenizer, enc, path, line)
 
 
 def _turns_end_in_loss(enc, ends: set[int]) -> bool:
@@ -78,12 +86,13 @@ def _turns_end_in_loss(enc, ends: set[int]) -> bool:
     return True
 
 
-def _length_stats(path, lengths, shares, truncated, lost, trained_total, max_seq_len, report) -> None:
+def _length_stats(path, totals: _Totals, max_seq_len, report) -> None:
+    lengths, shares = totals.lengths, totals.shares
     q = statistics.quantiles(lengths, n=100, method="inclusive") if len(lengths) > 1 else [lengths[0]] * 99
     report.stats.setdefault("tokens", {})[path] = {
         "examples": len(lengths), "p50": q[49], "p90": q[89], "p99": q[98], "max": max(lengths),
-        "max_seq_len": max_seq_len, "truncated": truncated,
-        "assistant_tokens_lost_share": lost / max(trained_total + lost, 1),
+        "max_seq_len": max_seq_len, "truncated": totals.truncated,
+        "assistant_tokens_lost_share": totals.lost / max(totals.trained + totals.lost, 1),
         "trained_share_min": min(shares), "trained_share_median": statistics.median(shares),
     }
 

@@ -8,6 +8,7 @@ import yaml
 
 from ..config import Config
 from ..data.load import load_examples
+from ..data.template import fold_system
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from .generate import generate, prompt_messages
@@ -45,8 +46,9 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
             batch_size: int = 16, progress=None) -> dict:
     metric = get_metric(metric_name)
     examples = load_examples(data_path)
-    model, tokenizer, _ = load_tuned(run_dir)
-    prompts = [prompt_messages(e.messages) for e in examples]
+    model, tokenizer, config = load_tuned(run_dir)
+    fold = config.data.fold_system_prompt  # prompts as the run was trained on them
+    prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     references = [e.messages[-1]["content"] for e in examples]
     with model.disable_adapter():
         base_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)

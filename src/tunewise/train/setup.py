@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..data.load import Example, load_examples
 from ..data.masking import EncodeStats, Encoded, encode_all
+from ..data.targets import TargetOptions, target_options
 from ..data.template import require_template
 from ..errors import TunewiseError
 
@@ -33,12 +34,12 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
     return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
-def doctor_gate(config: Config, tokenizer) -> list[str]:
+def doctor_gate(config: Config, tokenizer, options: TargetOptions) -> list[str]:
     """The data doctor's checks at the start of training: errors refuse the run, warnings are shown."""
     from ..data.doctor import check
 
     data = config.data
-    report = check(data.train, data.val, tokenizer, data.max_seq_len, data.allow_small)
+    report = check(data.train, data.val, tokenizer, data.max_seq_len, data.allow_small, options)
     errors = [f"{f.where()}{f.message}" for f in report.findings if f.level == "error"]
     if errors:
         shown = "\n  ".join(errors[:10])
@@ -52,10 +53,11 @@ def doctor_gate(config: Config, tokenizer) -> list[str]:
     return notes
 
 
-def prepare_data(config: Config, tokenizer) -> Datasets:
+def prepare_data(config: Config, tokenizer, source: str | None = None) -> Datasets:
     require_template(tokenizer, config.model.name)
     data = config.data
-    notes = doctor_gate(config, tokenizer)
+    options = target_options(tokenizer, source, data.fold_system_prompt, data.end_of_turn)
+    notes = doctor_gate(config, tokenizer, options)
     train = load_examples(data.train)
     if data.val:
         val = load_examples(data.val)
@@ -64,8 +66,8 @@ def prepare_data(config: Config, tokenizer) -> Datasets:
         if data.val_fraction is None:
             notes.append(f"no data.val given: holding out {fraction:.0%} of {data.train} for validation")
         train, val = split_examples(train, fraction, config.train.seed)
-    train_enc, train_stats = encode_all(tokenizer, train, data.max_seq_len, data.train)
-    val_enc, val_stats = encode_all(tokenizer, val, data.max_seq_len, data.val or f"{data.train} (val split)")
+    train_enc, train_stats = encode_all(tokenizer, train, data.max_seq_len, data.train, options)
+    val_enc, val_stats = encode_all(tokenizer, val, data.max_seq_len, data.val or f"{data.train} (val split)", options)
     return Datasets(train_enc, val_enc, train_stats, val_stats, notes)
 
 

@@ -1,0 +1,57 @@
+"""`tunewise data preview`: exactly what each example trains, as train builds it.
+
+Each example becomes one or more sequences (data/targets.py), each a list of segments; a
+segment is trained or not. The segments joined are exactly the text that is tokenized, so what
+is shown here is what the loss sees (less truncation, which `data check` reports).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+from rich.text import Text
+
+from .load import DataError, iter_examples
+from .targets import TargetOptions, build_sequences
+from .template import TemplateCheckError
+
+
+def preview(path: str | Path, tokenizer, options: TargetOptions, line: int | None = None) -> Iterator[dict]:
+    """One JSON-ready object per example: its sequences, or the error that refuses it."""
+    found = False
+    for ex in iter_examples(path):
+        number = ex.line
+        if line is not None and number != line:
+            continue
+        found = True
+        if isinstance(ex, DataError):
+            yield {"line": number, "error": {"code": ex.code, "message": ex.detail}}
+            continue
+        try:
+            sequences = build_sequences(tokenizer, ex, options, f"{path}:{number}")
+        except TemplateCheckError as e:
+            yield {"line": number, "error": {"code": e.code, "message": str(e)}}
+            continue
+        yield {"line": number, "sequences": [s.to_json() for s in sequences]}
+    if line is not None and not found:
+        yield {"line": line, "error": {"code": "no-such-line", "message": f"{path}:{line}: no example on this line"}}
+
+
+def show(item: dict, console: Console) -> None:
+    """Trained text highlighted, the rest dimmed; special tokens and newlines shown as written."""
+    if "error" in item:
+        console.print(Text.assemble(("refused ", "bold red"), (f"line {item['line']}: ", "bold"),
+                                    f"[{item['error']['code']}] {item['error']['message']}"))
+        return
+    sequences = item["sequences"]
+    note = f"{len(sequences)} sequences, one per trained turn" if len(sequences) > 1 else "1 sequence"
+    console.print(Text(f"line {item['line']}: {note}", style="bold"))
+    for k, seq in enumerate(sequences, 1):
+        if len(sequences) > 1:
+            console.print(Text(f"-- sequence {k}", style="bold"))
+        text = Text()
+        for seg in seq["segments"]:
+            text.append(seg["text"], style="black on green" if seg["trained"] else "dim")
+        console.print(text)

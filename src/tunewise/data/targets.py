@@ -1,0 +1,230 @@
+"""Training targets: for every trained assistant turn, exactly what the model must generate at inference.
+
+For turn i the untrained text before its trained run is the inference prompt,
+`P_i = render(messages[:i], add_generation_prompt=True)`, and the run is what the model writes
+after it: the turn's reasoning (if any), its content or tool calls, and a token that stops
+generation. Usually the run is `render(messages[:i+1])` minus `P_i`. Three template families need
+more than that, and are handled rather than refused:
+
+* The generation prompt opens a think block (DeepSeek-R1 distills: `<｜Assistant｜><think>\\n`)
+  while the rendered turn has none: the run is the reasoning (or nothing), the closing tag, then
+  the turn as rendered. A prompt that closes an empty thought block itself (Gemma 4's thought
+  channel) is followed by the turn as rendered.
+* The template writes no end-of-turn token (GLM: the next role tag stops generation): the run
+  gets the model's own stop token, the one the template writes next where that is a stop token
+  (generation_config's eos_token_id lists the role tags for such models), else EOS, else
+  `data.end_of_turn`.
+* Rendering of earlier turns differs from their inference-time form (Qwen3 strips past
+  reasoning, Mistral v0.3 moves the system prompt into the last user turn): one whole rendering
+  cannot hold every turn as at inference, so each trained turn becomes its own sequence.
+
+Where one rendering serves every turn (the common case) the conversation is one sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TunewiseError
+from .load import Example
+from .template import TemplateCheckError, fold_system, render
+
+SENTINEL = "TUNEWISE7F3A9SENTINEL"  # stands for a message's content while locating a turn's header
+# (open, close) tags of reasoning blocks in generation prompts
+THINK_TAGS = (("<think>", "</think>"), ("<|channel>thought", "<channel|>"), ("<seed:think>", "</seed:think>"))
+END_KEY = "data.end_of_turn"
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """How examples become sequences; the same for data check, data preview, train and eval."""
+
+    stop_ids: frozenset[int] = frozenset()  # tokens that stop generation (generation_config + EOS)
+    fold_system_prompt: bool = False
+    end_of_turn: str | None = None  # a stop token to train where the template writes none
+
+
+@dataclass
+class Segment:
+    text: str
+    trained: bool
+    turn: int | None = None  # index of the assistant message a trained segment belongs to
+
+
+@dataclass
+class Sequence:
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
+
+    def to_json(self) -> dict:
+        return {"segments": [{"text": s.text, "trained": s.trained, **({"turn": s.turn} if s.trained else {})}
+                             for s in self.segments]}
+
+
+@dataclass
+class _Turn:
+    index: int
+    prompt: str
+    run: str
+
+
+def stop_ids_for(tokenizer, generation_eos=None) -> frozenset[int]:
+    """Token ids that end generation: generation_config's eos_token_id (int or list) and EOS."""
+    ids = set(generation_eos if isinstance(generation_eos, (list, tuple)) else
+              [generation_eos] if generation_eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def target_options(tokenizer, source: str | None = None, fold_system_prompt: bool = False,
+                   end_of_turn: str | None = None) -> TargetOptions:
+    """Options for a model: its stop tokens (generation_config.json in its directory, and EOS)."""
+    generation_eos = None
+    config = Path(source) / "generation_config.json" if source else None
+    if config is not None and config.is_file():
+        try:
+            generation_eos = json.loads(config.read_text()).get("eos_token_id")
+        except (OSError, ValueError):
+            pass  # unreadable: EOS alone
+    stops = set(stop_ids_for(tokenizer, generation_eos))
+    if end_of_turn is not None:
+        ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise TunewiseError(f"{END_KEY}={end_of_turn!r} is not one token of this model's vocabulary "
+                                f"({len(ids)} tokens); name a special token such as {tokenizer.eos_token!r}")
+        stops.add(ids[0])
+    return TargetOptions(frozenset(stops), fold_system_prompt, end_of_turn)
+
+
+def template_messages(example: Example, options: TargetOptions) -> list[dict]:
+    """The messages as the chat template sees them, at training and at inference alike."""
+    return fold_system(example.messages) if options.fold_system_prompt else example.messages
+
+
+def build_sequences(tokenizer, example: Example, options: TargetOptions, where: str = "") -> list[Sequence]:
+    messages = template_messages(example, options)
+    trained = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("weight", 1) != 0]
+    if not trained:
+        raise TemplateCheckError("nothing-trained", f"{where}: every assistant message has weight 0; nothing to train")
+    turns = [_turn(tokenizer, messages, i, example.tools, options, where) for i in trained]
+    whole = turns[-1].prompt + turns[-1].run
+    segments, pos = [], 0
+    for t in turns:
+        if len(t.prompt) < pos or not whole.startswith(t.prompt + t.run):
+            return [Sequence([Segment(t.prompt, False), Segment(t.run, True, t.index)]) for t in turns]
+        segments += [Segment(whole[pos : len(t.prompt)], False), Segment(t.run, True, t.index)]
+        pos = len(t.prompt) + len(t.run)
+    return [Sequence([s for s in segments if s.text])]
+
+
+def _turn(tokenizer, messages: list[dict], i: int, tools, options: TargetOptions, where: str) -> _Turn:
+    at = f"{where}: messages[{i}]"
+    history, message = messages[:i], messages[i]
+    if i == 0:
+        try:
+            prompt = render(tokenizer, [], True, tools)
+        except TemplateCheckError:
+            raise TemplateCheckError("assistant-first", (
+                f"{at} is an assistant message with nothing before it, and this chat template cannot render "
+                "an empty prompt; start with a user message or give it \"weight\": 0")) from None
+    else:
+        prompt = render(tokenizer, history, True, tools, where)
+    upto = render(tokenizer, history + [message], False, tools, where)
+    reasoning, content = split_reasoning(message)
+    if upto.startswith(prompt):
+        run = upto[len(prompt):]
+    else:
+        run = _run_after_open_prompt(tokenizer, history, prompt, upto, reasoning, tools, at)
+    run = _with_stop_token(tokenizer, history + [message], prompt, run.rstrip(), tools, options, at)
+    _check_run(run, message, reasoning, content, at)
+    return _Turn(i, prompt, run)
+
+
+def split_reasoning(message: dict) -> tuple[str, str]:
+    """(reasoning, content): `reasoning_content`, or a leading <think>...</think> in the content."""
+    content = message.get("content") or ""
+    if isinstance(message.get("reasoning_content"), str):
+        return message["reasoning_content"], content
+    stripped = content.lstrip()
+    if stripped.startswith("<think>") and "</think>" in stripped:
+        inner, after = stripped[len("<think>"):].split("</think>", 1)
+        return inner.strip("\n"), after.lstrip("\n")
+    return "", content
+
+
+def _header(tokenizer, history, tools, at) -> str:
+    """The text the template writes before an assistant turn's content."""
+    text = render(tokenizer, history + [{"role": "assistant", "content": SENTINEL}], False, tools, at)
+    return text[: text.find(SENTINEL)] if SENTINEL in text else ""
+
+
+def _run_after_open_prompt(tokenizer, history, prompt, upto, reasoning, tools, at) -> str:
+    """The run when the generation prompt writes more than the rendered turn's header."""
+    header = _header(tokenizer, history, tools, at)
+    extra, body = prompt[len(header):], upto[len(header):]
+    if header and prompt.startswith(header) and upto.startswith(header):
+        for open_tag, close_tag in THINK_TAGS:
+            if open_tag not in extra:
+                continue
+            if close_tag in extra.split(open_tag, 1)[1]:  # an empty thought block, closed by the prompt
+                if reasoning.strip():
+                    raise TemplateCheckError("reasoning-not-trainable", (
+                        f"{at} has reasoning, but this template's generation prompt closes an empty thought "
+                        f"block ({extra!r}), so the model never writes reasoning after it; remove the reasoning"))
+                return body
+            if extra.rstrip().endswith(open_tag) and open_tag not in body:
+                return (reasoning.strip("\n") + "\n" if reasoning.strip() else "\n") + close_tag + "\n\n" + body
+    raise TemplateCheckError("generation-prompt-mismatch", (
+        f"{at}: the generation prompt at inference ends with {prompt[-60:]!r}, but the template renders this "
+        f"turn as {upto[len(header) - 20 if header else -60:][:80]!r}; tunewise cannot tell what the model writes "
+        "after the prompt. Fix the chat template so both agree"))
+
+
+def _with_stop_token(tokenizer, conversation, prompt, run, tools, options: TargetOptions, at) -> str:
+    """The run ending in a token that stops generation, added where the template writes none."""
+    ids = tokenizer(run, add_special_tokens=False)["input_ids"]
+    stops = options.stop_ids or stop_ids_for(tokenizer)
+    if ids and ids[-1] in stops:
+        return run
+    if options.end_of_turn:
+        return run + options.end_of_turn
+    after = _text_after_turn(tokenizer, conversation, prompt + run, tools)
+    following = tokenizer(after.lstrip(), add_special_tokens=False)["input_ids"][:1]
+    if following and following[0] in stops:  # the next role tag stops generation (GLM)
+        return run + tokenizer.convert_ids_to_tokens(following[0])
+    if tokenizer.eos_token and tokenizer.eos_token_id in stops:
+        return run + tokenizer.eos_token
+    raise TemplateCheckError("no-end-of-turn", (
+        f"{at}: the chat template ends this turn with no token that stops generation, and the model names no "
+        f"stop token (no EOS); set {END_KEY} to the token the model should end its turns with"))
+
+
+def _text_after_turn(tokenizer, conversation, rendered: str, tools) -> str:
+    try:
+        text = render(tokenizer, conversation + [{"role": "user", "content": SENTINEL}], False, tools)
+    except TemplateCheckError:
+        return ""
+    if not text.startswith(rendered) or SENTINEL not in text:
+        return ""
+    return text[len(rendered) : text.find(SENTINEL)]
+
+
+def _check_run(run: str, message: dict, reasoning: str, content: str, at: str) -> None:
+    if content.strip() and content.strip() not in run:
+        raise TemplateCheckError("content-dropped", f"{at}: the chat template dropped this assistant message's content")
+    for call in message.get("tool_calls") or []:
+        name = (call.get("function") or call).get("name", "")
+        if name and name not in run:
+            raise TemplateCheckError("tool-calls-dropped", (
+                f"{at}: the chat template does not render this message's tool_calls ({name!r}); "
+                "use a model whose template supports tools"))
+    if reasoning.strip() and reasoning.strip() not in run:
+        raise TemplateCheckError("reasoning-dropped", (
+            f"{at}: the chat template does not render this turn's reasoning, so it would not be trained; "
+            "remove reasoning_content, or put the text in the content if the model should write it"))
