@@ -126,24 +126,27 @@ def build_sequences(tokenizer, example: Example, options: TargetOptions, where: 
 def _turn(tokenizer, messages: list[dict], i: int, tools, options: TargetOptions, where: str) -> _Turn:
     at = f"{where}: messages[{i}]"
     history, message = messages[:i], messages[i]
-    if i == 0:
-        try:
-            prompt = render(tokenizer, [], True, tools)
-        except TemplateCheckError:
-            raise TemplateCheckError("assistant-first", (
-                f"{at} is an assistant message with nothing before it, and this chat template cannot render "
-                "an empty prompt; start with a user message or give it \"weight\": 0")) from None
-    else:
-        prompt = render(tokenizer, history, True, tools, where)
+    prompt = render(tokenizer, history, True, tools, where) if i else first_turn_prompt(tokenizer, tools, at)
     upto = render(tokenizer, history + [message], False, tools, where)
     reasoning, content = split_reasoning(message)
     if upto.startswith(prompt):
         run = upto[len(prompt):]
     else:
-        run = _run_after_open_prompt(tokenizer, history, prompt, upto, reasoning, tools, at)
+        run = _run_after_open_prompt(tokenizer, history, message, prompt, upto, reasoning, tools, at)
     run = _with_stop_token(tokenizer, history + [message], prompt, run.rstrip(), tools, options, at)
     _check_run(run, message, reasoning, content, at)
     return _Turn(i, prompt, run)
+
+
+def first_turn_prompt(tokenizer, tools, at: str = "") -> str:
+    """What precedes an assistant message that opens the conversation: the template's header for it
+    (an injected default system prompt included), since no prompt can be rendered from nothing."""
+    text = render(tokenizer, [{"role": "assistant", "content": SENTINEL}], False, tools, at)
+    if SENTINEL not in text:
+        raise TemplateCheckError("assistant-first", (
+            f"{at} is an assistant message with nothing before it, and this chat template does not render one; "
+            "start with a user message or give it \"weight\": 0"))
+    return text[: text.find(SENTINEL)]
 
 
 def split_reasoning(message: dict) -> tuple[str, str]:
@@ -158,17 +161,26 @@ def split_reasoning(message: dict) -> tuple[str, str]:
     return "", content
 
 
-def _header(tokenizer, history, tools, at) -> str:
-    """The text the template writes before an assistant turn's content."""
-    text = render(tokenizer, history + [{"role": "assistant", "content": SENTINEL}], False, tools, at)
-    return text[: text.find(SENTINEL)] if SENTINEL in text else ""
+def _run_after_open_prompt(tokenizer, history, message, prompt, upto, reasoning, tools, at) -> str:
+    """The run when the inference prompt is not a prefix of the rendered turn.
 
-
-def _run_after_open_prompt(tokenizer, history, prompt, upto, reasoning, tools, at) -> str:
-    """The run when the generation prompt writes more than the rendered turn's header."""
-    header = _header(tokenizer, history, tools, at)
-    extra, body = prompt[len(header):], upto[len(header):]
-    if header and prompt.startswith(header) and upto.startswith(header):
+    Both are compared after the last history message's content (the anchor), so a template that
+    renders earlier text differently at inference (Mistral v0.3 puts the system prompt into the
+    last user turn only when that turn ends the conversation) still yields the turn as generated.
+    Then, past the turn's header, a generation prompt may open a think block or close an empty one.
+    """
+    probe = render(tokenizer, history + [{"role": "assistant", "content": SENTINEL}], False, tools, at)
+    p_tail, u_tail, h_tail = prompt, upto, probe[: probe.find(SENTINEL)] if SENTINEL in probe else ""
+    anchor = (history[-1].get("content") or "").strip() if history else ""
+    content = (message.get("content") or "").strip()
+    ends = (len(prompt), upto.rfind(content) if content else len(upto), len(h_tail))
+    cuts = [text.rfind(anchor, 0, end) for text, end in zip((prompt, upto, h_tail), ends)] if anchor else [-1]
+    if min(cuts) >= 0:
+        p_tail, u_tail, h_tail = (t[c + len(anchor):] for t, c in zip((prompt, upto, h_tail), cuts))
+    if u_tail.startswith(p_tail):
+        return u_tail[len(p_tail):]
+    if h_tail and p_tail.startswith(h_tail) and u_tail.startswith(h_tail):
+        extra, body = p_tail[len(h_tail):], u_tail[len(h_tail):]
         for open_tag, close_tag in THINK_TAGS:
             if open_tag not in extra:
                 continue
@@ -179,11 +191,13 @@ def _run_after_open_prompt(tokenizer, history, prompt, upto, reasoning, tools, a
                         f"block ({extra!r}), so the model never writes reasoning after it; remove the reasoning"))
                 return body
             if extra.rstrip().endswith(open_tag) and open_tag not in body:
-                return (reasoning.strip("\n") + "\n" if reasoning.strip() else "\n") + close_tag + "\n\n" + body
+                # as such models write it: "<think>\n" (in the prompt) reasoning "\n</think>\n\n" answer
+                thought = reasoning.strip("\n") + "\n" if reasoning.strip() else "\n"
+                return thought + close_tag + "\n\n" + body.lstrip("\n")
     raise TemplateCheckError("generation-prompt-mismatch", (
         f"{at}: the generation prompt at inference ends with {prompt[-60:]!r}, but the template renders this "
-        f"turn as {upto[len(header) - 20 if header else -60:][:80]!r}; tunewise cannot tell what the model writes "
-        "after the prompt. Fix the chat template so both agree"))
+        f"turn as {upto[-80:]!r}; tunewise cannot tell what the model writes after the prompt. Fix the chat "
+        "template so both agree"))
 
 
 def _with_stop_token(tokenizer, conversation, prompt, run, tools, options: TargetOptions, at) -> str:
