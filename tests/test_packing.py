@@ -10,7 +10,8 @@ from tunewise.data.masking import IGNORE
 from tunewise.model.dropout import DroppedLinear, keep_mask
 from tunewise.train import packing, swiglu
 from tunewise.train.loss import summed_loss
-from tunewise.train.packing import PackedLayout, enable_packing, is_packed, pack
+from tunewise.train.packing import PackedLayout, is_packed, pack
+from tunewise.train.patches import enable_packing
 
 from .test_training import encoded, grads, lora_model
 

@@ -134,6 +134,7 @@ def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["versions"]["peft"] and len(manifest["chat_template_sha256"]) == 64
     assert manifest["data"]["train"]["sha256"]
+    assert manifest["speed_paths"]["packed_attention"] == {"layers": 2} and manifest["speed_paths"]["fused_loss"] is True
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [2, 4]

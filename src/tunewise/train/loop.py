@@ -34,10 +34,10 @@ from .guards import OverfitWatch, SpikeGuard, check_finite
 from .loss import summed_loss
 from .memory import peak_memory_mib, release_freed_memory
 from .optim import make_optimizer, make_scheduler
-from .packing import enable_packing, is_packed, make_batch, real_tokens
+from .packing import is_packed, make_batch, real_tokens
 from .runlog import RunLog, file_sha256
 from .setup import micro_batch_budget, prepare_data
-from .swiglu import enable_lean_mlp
+from .patches import apply_speed_paths
 
 
 @dataclass
@@ -62,7 +62,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
 
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
-    data = prepare_data(config, tokenizer)
+    data = prepare_data(config, tokenizer, source)
     for line in [data.train_stats.summary("train", config.data.max_seq_len),
                  data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
         console.print(line)
@@ -70,9 +70,11 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
     model = load_model(source, config.model.dtype, config.model.quantization, accelerator.device,
                        config.model.trust_remote_code)
     release_freed_memory(accelerator.device)  # what loading and quantizing freed
-    packed = enable_packing(model)
-    enable_lean_mlp(model)  # same gradients, a third less MLP memory (train/swiglu.py)
     model = add_lora(model, config.lora, config.train.gradient_checkpointing)
+    speed = apply_speed_paths(model)  # each applied, or stepped aside with one line (train/patches.py)
+    for note in speed.notes:
+        console.print(Text.assemble(("note: ", "yellow"), note))
+    packed = speed.packed
     tc = config.train
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
     if memory_warning:
@@ -95,6 +97,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
         data={k: {"path": p, "sha256": file_sha256(p)} for k, p in
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=token_budget, packed=packed,
+        speed_paths=speed.record,
     )
 
     lengths = [len(x.input_ids) for x in data.train]

@@ -17,10 +17,18 @@ data has (fwd+bwd of 8 x 147 tokens: 20 ms against 26 ms, bf16, `benchmarks/atte
 and its [batch, heads, L, L] weights are small there. Batches longer than EAGER_MAX_LEN, and
 every batch on a GPU, use SDPA: on a GPU it dispatches to fused flash / memory-efficient kernels
 that keep no scores (H200, 8 x 147 tokens: 0.23 ms against 0.97 ms, 9 against 21 MiB).
+
+Both kernels apply what a layer passes with its call: a sliding window (Mistral, Qwen2/3, Phi-3,
+Gemma 2/3), Gemma's `scaling` and Gemma 2's attention-logit softcap (SDPA has no softcap, so a
+softcapped layer always takes the matmul path). Any other argument that changes the maths
+(attention sinks, bidirectional layers) raises PackingError, and so does a layer reached by a
+packed forward without its layout; train/patches.py probes for both before training and steps
+aside, so a model either trains right packed or trains padded.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -103,22 +111,110 @@ def pack(items: list[Encoded]) -> dict:
     }
 
 
+class PackingError(RuntimeError):
+    """A packed forward that would train on wrong attention: raised, never run silently."""
+
+
+@dataclass
+class _Forward:
+    """What `packed_forward` records while it lasts: the probe reads it, unpacked calls are told apart."""
+
+    calls: int = 0
+    windows: int = 0  # calls that received a sliding window
+
+
+_active: list[_Forward] = []
+
+
+@contextmanager
+def packed_forward():
+    """Marks a forward pass over a packed row: every attention call inside must carry its layout.
+
+    A decoder layer that does not pass `**kwargs` on (Nemotron's) would otherwise run attention
+    over the whole row, sequences attending to each other, with no error anywhere."""
+    state = _Forward()
+    _active.append(state)
+    try:
+        yield state
+    finally:
+        _active.pop()
+
+
+# Attention arguments that do not change the maths of causal attention over one sequence.
+_HARMLESS = {"position_ids", "cache_position", "use_cache", "cache", "past_key_values", "position_embeddings",
+             "output_attentions", "layer_idx", "is_causal"}
+
+
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """An attention function for transformers' AttentionInterface (registered below)."""
     layout: PackedLayout | None = kwargs.pop("packed_layout", None)
-    if layout is None:  # generation and any unpacked call: plain SDPA, the library's default
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
-                                      dropout=dropout, **kwargs)
+    window, softcap = kwargs.pop("sliding_window", None), kwargs.pop("softcap", None)
+    dropout = dropout if module.training else 0.0
+    if layout is None:
+        if _active:
+            raise PackingError(f"{type(module).__name__} was called without its packed layout: its decoder "
+                               "layer does not pass **kwargs on to attention")
+        return _unpacked_attention(module, query, key, value, attention_mask, scaling, dropout, softcap, kwargs)
+    _check_maths(module, kwargs)
+    if _active:
+        _active[-1].calls += 1
+        _active[-1].windows += window is not None
+    if window is not None and window >= layout.max_len:
+        window = None  # no sequence is longer than the window: plain causal attention
     q, k, v = (layout.pad(t) for t in (query, key, value))
-    if layout.max_len <= EAGER_MAX_LEN and q.device.type == "cpu":
-        out = _matmul_attention(q, k, v, scaling, dropout if module.training else 0.0)
+    if softcap is not None or (layout.max_len <= EAGER_MAX_LEN and q.device.type == "cpu"):
+        out = _matmul_attention(q, k, v, scaling, dropout, window, softcap)  # SDPA has no softcap
     else:
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout if module.training else 0.0,
-                                             is_causal=True, scale=scaling, enable_gqa=q.shape[1] > k.shape[1])
+        allowed = None if window is None else ~_blocked(layout.max_len, 1, window, q.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, is_causal=window is None,
+                                             scale=scaling, enable_gqa=q.shape[1] > k.shape[1])
     return layout.unpad(out), None
 
 
-def _matmul_attention(q, k, v, scaling, dropout: float) -> torch.Tensor:
+def _check_maths(module, kwargs: dict) -> None:
+    """Refuse what this causal kernel does not implement (attention sinks, bidirectional layers, ...)."""
+    unknown = sorted(k for k, v in kwargs.items() if k not in _HARMLESS and v is not None and v is not False)
+    if unknown:
+        raise PackingError(f"{type(module).__name__} passes {', '.join(unknown)} to attention, "
+                           "which packed attention does not implement")
+    if kwargs.get("is_causal") is False or getattr(module, "is_causal", True) is False:
+        raise PackingError(f"{type(module).__name__} attends bidirectionally; packed attention is causal")
+
+
+def _unpacked_attention(module, query, key, value, mask, scaling, dropout, softcap, kwargs):
+    """Generation and other unpacked calls: transformers' SDPA with its mask, or, for a softcap
+    (which SDPA refuses), the same maths as transformers' eager attention."""
+    if softcap is None:
+        return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)  # as repeat_kv
+    scores = _softcapped(torch.matmul(query, key.transpose(2, 3)) * (scaling or query.shape[-1] ** -0.5), softcap)
+    if mask is None and query.shape[2] > 1:  # SDPA's is_causal case: keys cropped to the queries
+        key, value, scores = key[:, :, : query.shape[2]], value[:, :, : query.shape[2]], scores[..., : query.shape[2]]
+        mask = ~_blocked(query.shape[2], 1, None, query.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    weights = F.dropout(F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype), p=dropout)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+
+
+def _softcapped(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    return scores if softcap is None else torch.tanh(scores / softcap) * softcap  # as Gemma 2's eager attention
+
+
+def _blocked(length: int, groups: int, window: int | None, device) -> torch.Tensor:
+    """[groups * L, L], True where a query may not look: later keys, and with a sliding window keys
+    `window` or more places back (transformers' `kv_idx > q_idx - sliding_window` keeps the rest)."""
+    pos = torch.arange(length, device=device)
+    back = pos[:, None] - pos[None, :]
+    blocked = back < 0
+    if window is not None:
+        blocked |= back >= window
+    return blocked.repeat(groups, 1)
+
+
+def _matmul_attention(q, k, v, scaling, dropout: float, window: int | None = None,
+                      softcap: float | None = None) -> torch.Tensor:
     """Causal attention as two matmuls, grouped-query heads without copying keys and values: the
     query heads that share a key/value head are stacked along the length axis, so one
     [groups * L, L] score matrix per key/value head serves them all."""
@@ -128,18 +224,19 @@ def _matmul_attention(q, k, v, scaling, dropout: float) -> torch.Tensor:
     scale = scaling if scaling is not None else dim**-0.5
     # scaled before the matmul: q is smaller than the scores (and 1/sqrt(64) is exact in bf16)
     stacked = (q * scale).reshape(batch, kv_heads, groups * length, dim)  # head h = kv * groups + g, as repeat_kv
-    causal = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1).repeat(groups, 1)
+    blocked = _blocked(length, groups, window, q.device)
     if dropout > 0:  # Llama-family configs train with attention_dropout=0; this is the rare case
-        scores = _causal_scores(stacked, k, causal)
+        scores = _causal_scores(stacked, k, blocked, softcap)
         weights = F.dropout(F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), p=dropout)
         return torch.matmul(weights, v).view(batch, heads, length, dim)
-    return _CausalAttention.apply(stacked, k, v, causal).view(batch, heads, length, dim)
+    return _CausalAttention.apply(stacked, k, v, blocked, softcap).view(batch, heads, length, dim)
 
 
-def _causal_scores(stacked: torch.Tensor, k: torch.Tensor, causal: torch.Tensor) -> torch.Tensor:
-    """[B, kv_heads, groups * L, L] scores, masked above the diagonal of each stacked head."""
-    scores = torch.matmul(stacked, k.transpose(2, 3))
-    return scores.masked_fill_(causal, torch.finfo(scores.dtype).min)
+def _causal_scores(stacked: torch.Tensor, k: torch.Tensor, blocked: torch.Tensor,
+                   softcap: float | None = None) -> torch.Tensor:
+    """[B, kv_heads, groups * L, L] scores (soft-capped if asked), masked where `blocked`."""
+    scores = _softcapped(torch.matmul(stacked, k.transpose(2, 3)), softcap)
+    return scores.masked_fill_(blocked, torch.finfo(scores.dtype).min)
 
 
 class _CausalAttention(torch.autograd.Function):
@@ -150,39 +247,42 @@ class _CausalAttention(torch.autograd.Function):
     q, k and v, as a flash kernel does, and recomputes scores and softmax in backward, bit for bit
     the same weights: one more [L x L] matmul and softmax per layer (16 training steps took no
     longer) for none of the score memory. A softmax in 16 bits would save less, and it changed training
-    (docs/benchmarks.md).
+    (docs/benchmarks.md). With a softcap (Gemma 2), c * tanh(s / c), the backward multiplies by its
+    derivative 1 - tanh^2.
     """
 
     @staticmethod
-    def forward(ctx, stacked, k, v, causal):
-        ctx.save_for_backward(stacked, k, v, causal)  # the mask is [groups * L, L] bools: small
-        weights = F.softmax(_causal_scores(stacked, k, causal), dim=-1, dtype=torch.float32)
+    def forward(ctx, stacked, k, v, blocked, softcap=None):
+        ctx.save_for_backward(stacked, k, v, blocked)  # the mask is [groups * L, L] bools: small
+        ctx.softcap = softcap
+        weights = F.softmax(_causal_scores(stacked, k, blocked, softcap), dim=-1, dtype=torch.float32)
         return torch.matmul(weights.to(v.dtype), v)
 
     @staticmethod
     def backward(ctx, grad):
-        stacked, k, v, causal = ctx.saved_tensors
-        weights = F.softmax(_causal_scores(stacked, k, causal), dim=-1, dtype=torch.float32)
+        stacked, k, v, blocked = ctx.saved_tensors
+        weights = F.softmax(_causal_scores(stacked, k, blocked, ctx.softcap), dim=-1, dtype=torch.float32)
         grad_v = torch.matmul(weights.to(v.dtype).transpose(-2, -1), grad)
         grad_weights = torch.matmul(grad, v.transpose(-2, -1)).float()
         # softmax backward; masked positions have weight 0, so their score gradient is 0 as well
-        grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True)).to(v.dtype)
-        return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), stacked), grad_v, None
+        grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
+        if ctx.softcap is not None:  # through c * tanh(s / c)
+            tanh = torch.tanh(torch.matmul(stacked, k.transpose(2, 3)).float() / ctx.softcap)
+            grad_scores.mul_(1 - tanh * tanh)
+        grad_scores = grad_scores.to(v.dtype)
+        return (torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), stacked), grad_v,
+                None, None)
+
+
+def _mask(*args, **kwargs):
+    """transformers' SDPA mask for unpacked calls (generation with left padding); none for a packed
+    forward, whose attention ignores it (with no cache, transformers would otherwise build an
+    [N, N] block-diagonal mask from the position ids)."""
+    return None if _active else sdpa_mask(*args, **kwargs)
 
 
 AttentionInterface.register(NAME, packed_attention)
-# Unpacked calls (generation with left padding) need transformers' usual SDPA mask.
-ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
-
-
-def enable_packing(model) -> bool:
-    """Switch a transformers model to packed attention; False if its architecture cannot take it
-    (remote code that does not go through the AttentionInterface): it then trains on padded batches."""
-    base = base_model(model)
-    if not getattr(type(base), "_supports_attention_backend", False):
-        return False
-    base.set_attn_implementation(NAME)
-    return is_packed(base)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, _mask)
 
 
 def is_packed(model) -> bool:
@@ -199,3 +299,10 @@ def make_batch(items: list[Encoded], pad_id: int, packed: bool) -> dict:
 def real_tokens(batch: dict) -> int:
     """Tokens of a batch that are not padding."""
     return int(batch["input_ids"].numel()) if "layout" in batch else int(batch["attention_mask"].sum())
+
+
+def enable_packing(model):
+    """train/patches.py's enable_packing (it probes the model first); kept here for older callers."""
+    from .patches import enable_packing as probed
+
+    return probed(model)

@@ -15,8 +15,11 @@ import types
 
 import torch
 import torch.nn.functional as F
+from transformers.activations import SiLUActivation
 
 from ..model.lora import base_model
+
+_SILU = (torch.nn.SiLU, SiLUActivation)
 
 
 class _SiluMul(torch.autograd.Function):
@@ -40,14 +43,14 @@ def enable_lean_mlp(model) -> int:
     """Give every SiLU-gated MLP the lean forward; return how many were changed.
 
     Only modules whose class's forward is, in its source, exactly transformers' Llama MLP line
-    (Llama, Mistral, Qwen2/3, SmolLM3, ... share it) and whose config says SiLU are touched;
-    any other MLP keeps its own forward."""
+    (Llama, Mistral, Qwen2/3, SmolLM3, ... share it) and whose config and act_fn say SiLU are
+    touched; any other MLP (Gemma's GELU, Phi-3's fused gate_up) keeps its own forward."""
     base = base_model(model)
     if getattr(base.config, "hidden_act", None) not in ("silu", "swish"):
         return 0
     changed = 0
-    for module in base.modules():
-        if _is_gated_mlp(type(module)):
+    for module in base.modules():  # the act_fn too: a config's hidden_act need not be every MLP's
+        if _is_gated_mlp(type(module)) and isinstance(getattr(module, "act_fn", None), _SILU):
             module.forward = types.MethodType(_forward, module)
             changed += 1
     return changed
