@@ -36,7 +36,8 @@ def test_cli_json_is_the_contract_and_refusals_exit_1(tmp_path, smol_dir, chatml
     proc = subprocess.run(TUNEWISE + ["data", "preview", str(ok), "--model", str(smol_dir), "--line", "2"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "line 2: 1 sequence" in proc.stdout and "hi<|im_end|>" in proc.stdout and "line 1" not in proc.stdout
+    assert "line 2: 1 sequence" in proc.stdout and "line 1" not in proc.stdout
+    assert "⟦hi<|im_end|>⟧" in proc.stdout  # no terminal: trained text marked, not coloured
 
 
 def test_preview_of_a_reasoning_template_shows_one_sequence_per_turn(chatml_tokenizer, tmp_path):

@@ -40,7 +40,8 @@ def preview(path: str | Path, tokenizer, options: TargetOptions, line: int | Non
 
 
 def show(item: dict, console: Console) -> None:
-    """Trained text highlighted, the rest dimmed; special tokens and newlines shown as written."""
+    """Trained text highlighted, the rest dimmed; special tokens and newlines shown as written.
+    Without a terminal (a pipe, a log) there is no colour: trained text is marked ⟦ ⟧ instead."""
     if "error" in item:
         console.print(Text.assemble(("refused ", "bold red"), (f"line {item['line']}: ", "bold"),
                                     f"[{item['error']['code']}] {item['error']['message']}"))
@@ -53,5 +54,8 @@ def show(item: dict, console: Console) -> None:
             console.print(Text(f"-- sequence {k}", style="bold"))
         text = Text()
         for seg in seq["segments"]:
-            text.append(seg["text"], style="black on green" if seg["trained"] else "dim")
+            if seg["trained"]:
+                text.append(seg["text"] if console.is_terminal else f"⟦{seg['text']}⟧", style="black on green")
+            else:
+                text.append(seg["text"], style="dim")
         console.print(text)
