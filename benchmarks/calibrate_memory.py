@@ -90,7 +90,8 @@ def measure(model_dir: str, method: str, seq_len: int, batch: int, ckpt: bool) -
     from tunewise.model.load import load_model
     from tunewise.model.lora import add_lora
     from tunewise.train.loss import summed_loss
-    from tunewise.train.packing import enable_packing, make_batch
+    from tunewise.train.packing import make_batch
+    from tunewise.train.patches import enable_packing
     from tunewise.train.swiglu import enable_lean_mlp
 
     cuda = torch.cuda.is_available()

@@ -272,3 +272,50 @@ def test_assistant_first_trains_neither_header_nor_injected_system_prompt(chatml
     check_oracle(chatml_tokenizer, example, options, [seq])
     assert [s.text for s in seq.segments if s.trained] == [f"{A1}<|im_end|>", f"{A2}<|im_end|>"]
     assert "You are a helpful AI assistant" in seq.segments[0].text  # there, and not trained
+
+
+GLM_TOOLS = ("[gMASK]<sop>{% for m in messages %}{% set role = 'observation' if m.role == 'tool' else m.role %}"
+             "{{ '<|' + role + '|>\n' + (m.content or '') }}{% for c in m.tool_calls or [] %}"
+             "{{ c.function.name + '\n' + c.function.arguments | tojson }}{% endfor %}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+
+
+def test_glm_tool_call_stops_on_the_tag_the_template_writes_next(chatml_tokenizer, tmp_path):
+    """After a tool call GLM writes <|observation|>, not <|user|>: the run learns the real next tag."""
+    tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm-no-end-of-turn")
+    tok.chat_template = GLM_TOOLS
+    example = to_example({"messages": TOOL_CHAT, "tools": TOOLS})
+    (seq,) = build_sequences(tok, example, options)
+    check_oracle(tok, example, options, [seq])
+    runs = [s.text for s in seq.segments if s.trained]
+    assert runs[0].endswith("<|observation|>") and runs[1] == f"\n{A1}<|user|>"
+
+
+def test_trailing_whitespace_in_content_keeps_one_sequence(chatml_tokenizer, tmp_path):
+    tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm-no-end-of-turn")
+    messages = [dict(m) for m in CONVERSATIONS["system+2"]]
+    messages[2]["content"] = A1 + "\n"
+    (seq,) = build_sequences(tok, to_example({"messages": messages}), options)
+    assert [s.text for s in seq.segments if s.trained][0] == f"\n{A1}\n<|user|>"
+
+
+def test_inline_reasoning_whose_answer_quotes_the_question(chatml_tokenizer, tmp_path):
+    """The answer repeats the user's words: the history anchor must be found before the answer."""
+    tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "deepseek-r1-think-in-prompt")
+    answer = f"You asked: {Q1}. {A1}"
+    example = to_example({"messages": [{"role": "user", "content": Q1},
+                                       {"role": "assistant", "content": f"<think>\n{R1}\n</think>\n\n{answer}"}]})
+    (seq,) = build_sequences(tok, example, options)
+    assert seq.segments[1].text == f"{R1}\n</think>\n\n{answer}<｜end▁of▁sentence｜>"
+
+
+def test_known_end_of_turn_tokens_stop_without_a_generation_config(chatml_tokenizer):
+    """A model named by hub id offline has no generation_config at hand: Gemma's <end_of_turn>
+    still counts as its stop token, so nothing is appended after it."""
+    tok = chatml_tokenizer.__class__.from_pretrained(chatml_tokenizer.name_or_path)
+    tok.add_tokens(["<start_of_turn>", "<end_of_turn>"], special_tokens=True)
+    tok.chat_template = ("{% for m in messages %}{{ '<start_of_turn>' + m.role + '\n' + m.content + '<end_of_turn>\n' }}"
+                         "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>assistant\n' }}{% endif %}")
+    options = target_options(tok, "google/not-cached-anywhere")
+    (seq,) = build_sequences(tok, to_example({"messages": CONVERSATIONS["system+2"]}), options)
+    assert [s.text for s in seq.segments if s.trained] == [f"{A1}<end_of_turn>", f"{A2}<end_of_turn>"]

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from rich.text import Text
 
 from .data.template import fold_system
+from .evaluate.compare import load_tuned
 from .evaluate.generate import generate
 from .model.load import load_model, load_tokenizer, resolve_model
+from .rundir import RunDir
 
 
 def load_for_chat(target: str):
     """A run directory (its adapter on its base) or a model name/directory; and whether the run
     folds the system prompt into the first user turn (data.fold_system_prompt)."""
-    if (Path(target) / "config.yaml").is_file() and (Path(target) / "adapter").is_dir():
-        from .evaluate.compare import load_tuned
-
+    if RunDir(target).is_tuned_run():
         model, tokenizer, config = load_tuned(target)
         return model, tokenizer, config.data.fold_system_prompt
     source = resolve_model(target)

@@ -246,11 +246,13 @@ def eval_cmd(
     console.print(score_table(result))
     from pathlib import Path
 
+    from .rundir import RunDir
+
     if json_out:
         write_json(result, Path(json_out))
         console.print(f"JSON: {json_out}")
     if html_out:
-        write_html(result, Path(html_out), Path(run) / "report" / "loss.png")
+        write_html(result, Path(html_out), RunDir(run).loss_png)
         console.print(f"HTML report: {html_out}")
 
 

@@ -24,6 +24,7 @@ listed separately.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -255,8 +256,6 @@ def _fit(result: Plan, shape, method, seq_len, batch, ckpt, lora_r, budget, frac
 
 
 def parse_size(text: str) -> int:
-    import re
-
     match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
     if not match:
         raise TunewiseError(f"--gpu-memory {text!r}: use a size such as 24GB or 80GiB")

@@ -11,7 +11,19 @@ from pathlib import Path
 
 from rich.console import Console
 
+from .chat import reply
+from .config import load_config
+from .data.doctor import check
+from .data.doctor_view import show
+from .data.load import load_examples
 from .errors import TunewiseError
+from .evaluate.compare import compare
+from .evaluate.generate import prompt_messages
+from .evaluate.report import score_table, write_html, write_json
+from .export.merge import merge
+from .model.load import load_model, load_tokenizer, resolve_model
+from .rundir import RunDir
+from .train.loop import train
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sql"
@@ -27,18 +39,6 @@ def _example_dir() -> Path:
 
 
 def run_quickstart(out: str | Path, console: Console) -> None:
-    from .chat import reply
-    from .config import load_config
-    from .data.load import load_examples
-    from .evaluate.compare import compare
-    from .evaluate.generate import prompt_messages
-    from .evaluate.report import score_table, write_html, write_json
-    from .export.merge import merge
-    from .data.doctor import check
-    from .data.doctor_view import show
-    from .model.load import load_model, load_tokenizer, resolve_model
-    from .train.loop import train
-
     out = Path(out)
     if (out / "run").exists():
         raise TunewiseError(f"{out} already holds a quickstart; pass --out to choose another directory")
@@ -60,7 +60,7 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     console.rule("3. evaluate base vs tuned on the test split (schemas never seen in training)")
     result = compare(out / "run", example / "test.jsonl", "sql_exec")
     write_json(result, out / "eval.json")
-    write_html(result, out / "report.html", out / "run" / "report" / "loss.png")
+    write_html(result, out / "report.html", RunDir(out / "run").loss_png)
     console.print(score_table(result))
 
     console.rule("4. merge the adapter into a 16-bit base")
@@ -75,8 +75,8 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     console.print(f"answer:   {answer}", highlight=False)
 
     console.rule(f"done in {time.time() - started:.0f}s")
-    for label, path in (("run directory", out / "run"), ("adapter", out / "run" / "adapter"),
+    for label, path in (("run directory", out / "run"), ("adapter", RunDir(out / "run").adapter),
                         ("merged model", out / "merged"), ("eval JSON", out / "eval.json"),
-                        ("HTML report", out / "report.html"), ("loss curve", out / "run" / "report" / "loss.png")):
+                        ("HTML report", out / "report.html"), ("loss curve", RunDir(out / "run").loss_png)):
         console.print(f"{label:>14}: {path}")
     console.print(f"try it: tunewise chat {out / 'run'}")

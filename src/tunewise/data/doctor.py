@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .load import DataError, Example, iter_examples
 from .targets import TargetOptions
+from .tokens import token_checks
 
 MIN_EXAMPLES = 50  # the guide: below this, use few-shot prompting instead
 FEW_EXAMPLES = 100  # the guide: 100-500 high-quality examples is a realistic minimum
@@ -212,8 +213,6 @@ def check(path: str | Path, val: str | Path | None = None, tokenizer=None, max_s
         _leakage(scans[0], scans[1], report)
     report.stats["examples"] = {s.path: s.n for s in scans}
     if tokenizer is not None:
-        from .tokens import token_checks
-
         for scan in scans:
             token_checks(scan.path, tokenizer, max_seq_len, report, options)
     return report

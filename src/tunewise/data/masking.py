@@ -47,15 +47,17 @@ def encode_sequence(tokenizer, sequence: Sequence, max_seq_len: int) -> Encoded:
     ids: list[int] = []
     labels: list[int] = []
     text = ""
-    for segment in sequence.segments:
+    start = (0, 0)  # (character, token) where the last trained run began: tokenizing resumes there,
+    for segment in sequence.segments:  # not from the start (a 200-turn chat would be quadratic)
         text += segment.text
         if segment.trained:
             new = _tokens(tokenizer, segment.text)
             if _decode(tokenizer, new) != segment.text:  # a tokenizer that adds a leading space
-                new = _tail(tokenizer, text, ids) or new
+                new = _tail(tokenizer, text[start[0]:], ids[start[1]:]) or new
+            start = (len(text) - len(segment.text), len(ids))
             labels += new
         else:
-            new = _tail(tokenizer, text, ids) or _tokens(tokenizer, segment.text)
+            new = _tail(tokenizer, text[start[0]:], ids[start[1]:]) or _tokens(tokenizer, segment.text)
             labels += [IGNORE] * len(new)
         ids += new
     full_trained = sum(1 for x in labels if x != IGNORE)

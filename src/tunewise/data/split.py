@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from ..errors import TunewiseError
-from ..train.runlog import write_atomic
+from ..files import write_atomic
 
 
 def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed: int, out: str | Path) -> dict[str, int]:

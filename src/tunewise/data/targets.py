@@ -27,6 +27,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import GenerationConfig
+
 from ..errors import TunewiseError
 from .load import Example
 from .template import TemplateCheckError, fold_system, render
@@ -35,6 +37,8 @@ SENTINEL = "TUNEWISE7F3A9SENTINEL"  # stands for a message's content while locat
 # (open, close) tags of reasoning blocks in generation prompts
 THINK_TAGS = (("<think>", "</think>"), ("<|channel>thought", "<channel|>"), ("<seed:think>", "</seed:think>"))
 END_KEY = "data.end_of_turn"
+# end-of-turn tokens of the common chat families (ChatML, Llama 3, Phi-3, Gemma, Mistral/Llama 2)
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class TargetOptions:
     stop_ids: frozenset[int] = frozenset()  # tokens that stop generation (generation_config + EOS)
     fold_system_prompt: bool = False
     end_of_turn: str | None = None  # a stop token to train where the template writes none
+
+    def stops(self, tokenizer) -> frozenset[int]:
+        return self.stop_ids or stop_ids_for(tokenizer)
 
 
 @dataclass
@@ -74,25 +81,23 @@ class _Turn:
 
 
 def stop_ids_for(tokenizer, generation_eos=None) -> frozenset[int]:
-    """Token ids that end generation: generation_config's eos_token_id (int or list) and EOS."""
+    """Token ids that end generation: generation_config's eos_token_id (int or list), EOS, and the
+    end-of-turn tokens chat models stop on (for a model whose generation_config is not at hand)."""
     ids = set(generation_eos if isinstance(generation_eos, (list, tuple)) else
               [generation_eos] if generation_eos is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
+    for token in END_OF_TURN:  # token -> id -> token: present in the vocabulary (get_vocab is slow)
+        found = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(found, int) and tokenizer.convert_ids_to_tokens(found) == token:
+            ids.add(found)
     return frozenset(ids)
 
 
 def target_options(tokenizer, source: str | None = None, fold_system_prompt: bool = False,
                    end_of_turn: str | None = None) -> TargetOptions:
     """Options for a model: its stop tokens (generation_config.json in its directory, and EOS)."""
-    generation_eos = None
-    config = Path(source) / "generation_config.json" if source else None
-    if config is not None and config.is_file():
-        try:
-            generation_eos = json.loads(config.read_text()).get("eos_token_id")
-        except (OSError, ValueError):
-            pass  # unreadable: EOS alone
-    stops = set(stop_ids_for(tokenizer, generation_eos))
+    stops = set(stop_ids_for(tokenizer, _generation_eos(source)))
     if end_of_turn is not None:
         ids = tokenizer(end_of_turn, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
@@ -100,6 +105,19 @@ def target_options(tokenizer, source: str | None = None, fold_system_prompt: boo
                                 f"({len(ids)} tokens); name a special token such as {tokenizer.eos_token!r}")
         stops.add(ids[0])
     return TargetOptions(frozenset(stops), fold_system_prompt, end_of_turn)
+
+
+def _generation_eos(source: str | None):
+    """eos_token_id of the model's generation_config.json: its directory, or the hub cache for an id."""
+    if not source:
+        return None
+    local = Path(source) / "generation_config.json"
+    try:
+        if local.is_file():
+            return json.loads(local.read_text()).get("eos_token_id")
+        return GenerationConfig.from_pretrained(source).eos_token_id
+    except (OSError, ValueError):
+        return None  # not at hand (offline, no file): EOS and the known end-of-turn tokens
 
 
 def template_messages(example: Example, options: TargetOptions) -> list[dict]:
@@ -133,7 +151,7 @@ def _turn(tokenizer, messages: list[dict], i: int, tools, options: TargetOptions
         run = upto[len(prompt):]
     else:
         run = _run_after_open_prompt(tokenizer, history, message, prompt, upto, reasoning, tools, at)
-    run = _with_stop_token(tokenizer, history + [message], prompt, run.rstrip(), tools, options, at)
+    run = _with_stop_token(tokenizer, messages, i, prompt, run, tools, options, at)
     _check_run(run, message, reasoning, content, at)
     return _Turn(i, prompt, run)
 
@@ -172,7 +190,7 @@ def _run_after_open_prompt(tokenizer, history, message, prompt, upto, reasoning,
     probe = render(tokenizer, history + [{"role": "assistant", "content": SENTINEL}], False, tools, at)
     p_tail, u_tail, h_tail = prompt, upto, probe[: probe.find(SENTINEL)] if SENTINEL in probe else ""
     anchor = (history[-1].get("content") or "").strip() if history else ""
-    content = (message.get("content") or "").strip()
+    content = split_reasoning(message)[1].strip()
     ends = (len(prompt), upto.rfind(content) if content else len(upto), len(h_tail))
     cuts = [text.rfind(anchor, 0, end) for text, end in zip((prompt, upto, h_tail), ends)] if anchor else [-1]
     if min(cuts) >= 0:
@@ -200,33 +218,40 @@ def _run_after_open_prompt(tokenizer, history, message, prompt, upto, reasoning,
         "template so both agree"))
 
 
-def _with_stop_token(tokenizer, conversation, prompt, run, tools, options: TargetOptions, at) -> str:
-    """The run ending in a token that stops generation, added where the template writes none."""
-    ids = tokenizer(run, add_special_tokens=False)["input_ids"]
-    stops = options.stop_ids or stop_ids_for(tokenizer)
+def _with_stop_token(tokenizer, messages, i, prompt, run, tools, options: TargetOptions, at) -> str:
+    """The run ending in a token that stops generation, added where the template writes none.
+    Whitespace the template writes after a stop token is not generated by the model: dropped."""
+    stops = options.stops(tokenizer)
+    ids = tokenizer(run.rstrip(), add_special_tokens=False)["input_ids"]
     if ids and ids[-1] in stops:
-        return run
+        return run.rstrip()
     if options.end_of_turn:
-        return run + options.end_of_turn
-    after = _text_after_turn(tokenizer, conversation, prompt + run, tools)
+        return run.rstrip() + options.end_of_turn
+    after = _text_after_turn(tokenizer, messages, i, prompt + run, tools)
     following = tokenizer(after.lstrip(), add_special_tokens=False)["input_ids"][:1]
     if following and following[0] in stops:  # the next role tag stops generation (GLM)
-        return run + tokenizer.convert_ids_to_tokens(following[0])
+        gap = after[: len(after) - len(after.lstrip())]
+        return run + gap + tokenizer.decode(following, skip_special_tokens=False)
     if tokenizer.eos_token and tokenizer.eos_token_id in stops:
-        return run + tokenizer.eos_token
+        return run.rstrip() + tokenizer.eos_token
     raise TemplateCheckError("no-end-of-turn", (
         f"{at}: the chat template ends this turn with no token that stops generation, and the model names no "
         f"stop token (no EOS); set {END_KEY} to the token the model should end its turns with"))
 
 
-def _text_after_turn(tokenizer, conversation, rendered: str, tools) -> str:
+def _text_after_turn(tokenizer, messages, i, rendered: str, tools) -> str:
+    """What the template writes after turn i, before the next message's content: the conversation's
+    own next message (a tool result follows a tool call), else a user turn."""
+    follower = messages[i + 1] if i + 1 < len(messages) else {"role": "user", "content": SENTINEL}
     try:
-        text = render(tokenizer, conversation + [{"role": "user", "content": SENTINEL}], False, tools)
+        text = render(tokenizer, messages[: i + 1] + [follower], False, tools)
     except TemplateCheckError:
         return ""
-    if not text.startswith(rendered) or SENTINEL not in text:
+    if not text.startswith(rendered):
         return ""
-    return text[len(rendered) : text.find(SENTINEL)]
+    marker = (follower.get("content") or "").strip()
+    end = text.find(marker, len(rendered)) if marker else -1
+    return text[len(rendered) : end if end >= 0 else len(text)]
 
 
 def _check_run(run: str, message: dict, reasoning: str, content: str, at: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..errors import TunewiseError
 from .load import DataError, iter_examples
 from .masking import IGNORE, encode
-from .targets import TargetOptions, stop_ids_for
+from .targets import TargetOptions
 from .template import TemplateCheckError, require_template
 
 
@@ -31,7 +31,7 @@ def token_checks(path: str, tokenizer, max_seq_len: int | None, report,
     except TunewiseError as e:
         report.add("error", "no-chat-template", str(e))
         return
-    ends = options.stop_ids or stop_ids_for(tokenizer)
+    ends = options.stops(tokenizer)
     totals = _Totals()
     for ex in iter_examples(path):
         if isinstance(ex, DataError):

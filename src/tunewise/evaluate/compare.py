@@ -5,39 +5,38 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from peft import PeftModel
 
 from ..config import Config
 from ..data.load import load_examples
 from ..data.template import fold_system
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
+from ..rundir import RunDir
 from .generate import generate, prompt_messages
 from .metrics import get_metric
 
 
 def load_run_config(run_dir: str | Path) -> Config:
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.config.is_file():
         raise TunewiseError(f"{run_dir} is not a tunewise run directory (no config.yaml)")
-    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+    if not (run.adapter / "adapter_config.json").is_file():
         raise TunewiseError(f"{run_dir} has no trained adapter yet (adapter/ is missing); train first")
-    if not (run_dir / "adapter" / "adapter_model.safetensors").is_file():
-        raise TunewiseError(f"{run_dir / 'adapter'} has no adapter_model.safetensors; tunewise loads safetensors "
+    if not (run.adapter / "adapter_model.safetensors").is_file():
+        raise TunewiseError(f"{run.adapter} has no adapter_model.safetensors; tunewise loads safetensors "
                             "only, never pickled weights")
-    return Config.model_validate(yaml.safe_load(path.read_text()))
+    return Config.model_validate(yaml.safe_load(run.config.read_text()))
 
 
 def load_tuned(run_dir: str | Path, quantization: str | None = None):
     """The run's base model with its adapter attached (disable it to get the base model back)."""
-    from peft import PeftModel
-
     config = load_run_config(run_dir)
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
     base = load_model(source, config.model.dtype, quantization or config.model.quantization,
                       trust_remote_code=config.model.trust_remote_code)
-    model = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter"))
+    model = PeftModel.from_pretrained(base, str(RunDir(run_dir).adapter))
     model.eval()
     return model, tokenizer, config
 
@@ -50,9 +49,14 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
     fold = config.data.fold_system_prompt  # prompts as the run was trained on them
     prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     references = [e.messages[-1]["content"] for e in examples]
+    for e, ref in zip(examples, references):
+        if not isinstance(ref, str):
+            raise TunewiseError(f"{data_path}:{e.line}: the last assistant message has no text content (a tool "
+                                "call?); evaluation compares the answer's text with the metric")
+    tools = [e.tools for e in examples]  # as in training: the same function definitions in the prompt
     with model.disable_adapter():
-        base_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
-    tuned_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+        base_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, tools)
+    tuned_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, tools)
     rows = []
     for ex, prompt, ref, b, t in zip(examples, prompts, references, base_out, tuned_out):
         rows.append({

@@ -14,9 +14,11 @@ def prompt_messages(messages: list[dict]) -> list[dict]:
 
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 128,
-             batch_size: int = 16, on_batch=None) -> list[str]:
-    """Greedy completions for each conversation, batched by length (left-padded), in input order."""
-    texts = [render(tokenizer, c, add_generation_prompt=True) for c in conversations]
+             batch_size: int = 16, on_batch=None, tools: list | None = None) -> list[str]:
+    """Greedy completions for each conversation, batched by length (left-padded), in input order;
+    `tools[i]` are conversation i's function definitions, rendered as in training."""
+    tools = tools or [None] * len(conversations)
+    texts = [render(tokenizer, c, True, t) for c, t in zip(conversations, tools)]
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     outputs: list[str] = [""] * len(texts)

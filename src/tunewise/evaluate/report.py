@@ -1,4 +1,4 @@
-"""Reports: a rich table for the terminal, a self-contained HTML page, and the loss-curve PNG.
+"""Reports: a rich table for the terminal and a self-contained HTML page (with the run's loss curve).
 
 Every piece of text that comes from data or model output is escaped before it enters HTML.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..train.runlog import write_atomic
+from ..files import write_atomic
 
 
 def score_table(result: dict) -> Table:
@@ -26,61 +26,6 @@ def score_table(result: dict) -> Table:
     delta = result["tuned"]["score"] - result["base"]["score"]
     table.add_row("[bold]tuned - base", f"[bold]{delta:+.1%}", "")
     return table
-
-
-def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in events if e["event"] == "train"], [e for e in events if e["event"] == "eval"]
-
-
-RISE = 0.01  # val loss must rise by more than 1% over the best to count as overfitting, not noise
-
-
-def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
-    """The best step, when a later eval's val loss rose (by more than RISE) while train loss kept falling."""
-    if len(evals) < 2:
-        return None
-    best = min(evals, key=lambda e: e["val_loss"])
-
-    def train_near(step: int) -> float:
-        window = [e["loss"] for e in train if step - 10 < e["step"] <= step] or [float("nan")]
-        return sum(window) / len(window)
-
-    for e in evals:
-        if e["step"] > best["step"] and e["val_loss"] > best["val_loss"] * (1 + RISE) and train_near(e["step"]) < train_near(best["step"]):
-            return best["step"]
-    return None
-
-
-def plot_losses(metrics_path: Path, out_png: Path) -> Path | None:
-    """Train and val loss, the best checkpoint marked, the overfitting region shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train, evals = read_metrics(metrics_path)
-    if not train:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([e["step"] for e in train], [e["loss"] for e in train], color="#9bb7d4", lw=1, label="train loss")
-    if evals:
-        ax.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-", color="#d1495b", label="val loss")
-        best = min(evals, key=lambda e: e["val_loss"])
-        ax.scatter([best["step"]], [best["val_loss"]], s=160, marker="*", color="#edae49", zorder=5,
-                   label=f"best checkpoint (step {best['step']})")
-        start = overfit_start(train, evals)
-        if start is not None:
-            ax.axvspan(start, evals[-1]["step"], color="#d1495b", alpha=0.12, label="overfitting (val up, train down)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss per trained token")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
 
 
 def write_json(result: dict, path: Path) -> None:

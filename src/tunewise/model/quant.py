@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bitsandbytes as bnb
 import torch
 from transformers import BitsAndBytesConfig
 
@@ -17,6 +18,4 @@ def nf4_config() -> BitsAndBytesConfig:
 
 def count_4bit_linear(model) -> int:
     """How many linear layers hold 4-bit weights (tests use it to prove QLoRA really quantized)."""
-    import bitsandbytes as bnb
-
     return sum(1 for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,40 +18,22 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from ..errors import TunewiseError
+from ..files import atomic_dir
+from ..rundir import RunDir
 
 STATE = "training_state.pt"
 META = "trainer_state.json"
 
 
-def atomic_dir(target: Path, write) -> None:
-    """Call write(tmp_dir), then rename tmp_dir to target (replacing an older target)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except OSError as e:
-        raise TunewiseError(f"cannot write {target}: {e.strerror or e}; earlier checkpoints are kept") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ensure_writable(run_dir: Path) -> None:
+def ensure_writable(run: RunDir) -> None:
     """Fail at the start, with the path named, rather than after an hour of training."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkstemp(prefix=".write-test-", dir=run_dir)[1])
+        run.path.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkstemp(prefix=".write-test-", dir=run.path)[1])
         probe.unlink()
     except OSError as e:
-        raise TunewiseError(f"cannot write to output_dir {run_dir}: {e.strerror or e}") from None
-    recover(run_dir / "adapter")
+        raise TunewiseError(f"cannot write to output_dir {run.path}: {e.strerror or e}") from None
+    recover(run.adapter)
 
 
 def recover(target: Path) -> None:
@@ -67,8 +47,8 @@ def save_adapter(model, target: Path) -> None:
     atomic_dir(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, meta: dict) -> Path:
-    target = run_dir / "checkpoints" / f"step-{step}"
+def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: dict) -> Path:
+    target = run.checkpoint(step)
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -87,13 +67,10 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, meta:
     return target
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = []
-    for path in (run_dir / "checkpoints").glob("step-*"):
-        match = re.fullmatch(r"step-(\d+)", path.name)
-        if match and (path / META).is_file() and (path / STATE).is_file():
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+def latest_checkpoint(run: RunDir) -> Path | None:
+    """The newest complete checkpoint (one cut short by a kill lacks its state files)."""
+    found = [path for _, path in run.checkpoint_steps() if (path / META).is_file() and (path / STATE).is_file()]
+    return found[-1] if found else None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:

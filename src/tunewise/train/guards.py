@@ -55,11 +55,28 @@ class OverfitWatch:
     reported: bool = False
 
     def update(self, train_events: list[dict], eval_events: list[dict]) -> str | None:
-        from ..evaluate.report import overfit_start
-
         start = overfit_start(train_events, eval_events)
         if start is None or self.reported:
             return None
         self.reported = True
         return (f"overfitting: validation loss has risen since step {start} while training loss keeps falling; "
                 f"adapter/ keeps the best checkpoint (step {start}). Fewer epochs or a lower rank help.")
+
+
+RISE = 0.01  # val loss must rise by more than 1% over the best to count as overfitting, not noise
+
+
+def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
+    """The best step, when a later eval's val loss rose (by more than RISE) while train loss kept falling."""
+    if len(evals) < 2:
+        return None
+    best = min(evals, key=lambda e: e["val_loss"])
+
+    def train_near(step: int) -> float:
+        window = [e["loss"] for e in train if step - 10 < e["step"] <= step] or [float("nan")]
+        return sum(window) / len(window)
+
+    for e in evals:
+        if e["step"] > best["step"] and e["val_loss"] > best["val_loss"] * (1 + RISE) and train_near(e["step"]) < train_near(best["step"]):
+            return best["step"]
+    return None

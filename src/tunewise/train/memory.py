@@ -18,7 +18,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import resource
 from pathlib import Path
+
+import torch
 
 
 def device_type(device) -> str:
@@ -44,8 +47,6 @@ def release_freed_memory(device) -> None:
 
 def available_bytes(device) -> int | None:
     """Memory a run can still use: free CUDA memory, or MemAvailable (within a cgroup limit) on CPU."""
-    import torch
-
     if device_type(device) == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -64,10 +65,6 @@ def available_bytes(device) -> int | None:
 
 def peak_memory_mib(device) -> float:
     """Peak memory so far: allocated GPU memory on CUDA, the process's peak resident set on CPU."""
-    import torch
-
     if device_type(device) == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

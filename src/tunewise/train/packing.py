@@ -37,6 +37,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from ..data.batching import collate
 from ..data.masking import IGNORE, Encoded
 from ..model.lora import base_model
 
@@ -291,18 +292,9 @@ def is_packed(model) -> bool:
 
 
 def make_batch(items: list[Encoded], pad_id: int, packed: bool) -> dict:
-    from ..data.batching import collate
-
     return pack(items) if packed else collate(items, pad_id)
 
 
 def real_tokens(batch: dict) -> int:
     """Tokens of a batch that are not padding."""
     return int(batch["input_ids"].numel()) if "layout" in batch else int(batch["attention_mask"].sum())
-
-
-def enable_packing(model):
-    """train/patches.py's enable_packing (it probes the model first); kept here for older callers."""
-    from .patches import enable_packing as probed
-
-    return probed(model)

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
 from ..config import Config, dump_config
+from ..files import write_atomic
+from ..rundir import RunDir
 
 PACKAGES = ("tunewise", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -43,15 +26,15 @@ def versions() -> dict[str, str]:
 
 
 class RunLog:
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.metrics_path = run_dir / "metrics.jsonl"
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.metrics_path = run.metrics
 
     def write_config(self, config: Config) -> None:
-        write_atomic(self.run_dir / "config.yaml", dump_config(config))
+        write_atomic(self.run.config, dump_config(config))
 
     def write_manifest(self, **fields) -> None:
-        path = self.run_dir / "manifest.json"
+        path = self.run.manifest
         manifest = json.loads(path.read_text()) if path.exists() else {}
         manifest.update(fields)
         manifest.setdefault("versions", versions())

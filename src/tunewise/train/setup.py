@@ -6,11 +6,16 @@ import random
 from dataclasses import dataclass
 
 from ..config import Config
+from ..data.batching import AUTO_TOKEN_BUDGET
+from ..data.doctor import check
 from ..data.load import Example, load_examples
 from ..data.masking import EncodeStats, Encoded, encode_all
 from ..data.targets import TargetOptions, target_options
 from ..data.template import require_template
 from ..errors import TunewiseError
+from ..model.lora import base_model
+from ..plan import GIB, micro_batch_tokens, shape_from_config
+from .memory import available_bytes, device_type
 
 DEFAULT_VAL_FRACTION = 0.1  # the guide: a 10-20% validation split
 
@@ -36,8 +41,6 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
 
 def doctor_gate(config: Config, tokenizer, options: TargetOptions) -> list[str]:
     """The data doctor's checks at the start of training: errors refuse the run, warnings are shown."""
-    from ..data.doctor import check
-
     data = config.data
     report = check(data.train, data.val, tokenizer, data.max_seq_len, data.allow_small, options)
     errors = [f"{f.where()}{f.message}" for f in report.findings if f.level == "error"]
@@ -74,11 +77,6 @@ def prepare_data(config: Config, tokenizer, source: str | None = None) -> Datase
 def micro_batch_budget(config: Config, model, data: Datasets, device) -> tuple[int, str | None]:
     """Tokens per micro-batch for micro_batch_size=auto, from the memory free after loading the
     model (plan.micro_batch_tokens), and a warning when one sequence may not fit."""
-    from ..data.batching import AUTO_TOKEN_BUDGET
-    from ..model.lora import base_model
-    from ..plan import GIB, micro_batch_tokens, shape_from_config
-    from .memory import available_bytes, device_type
-
     if config.train.micro_batch_size != "auto":
         return AUTO_TOKEN_BUDGET, None  # unused: micro-batches have a fixed size
     free = available_bytes(device)

@@ -1,0 +1,172 @@
+"""Everything before the first step, in the order it happens: the run directory checked, data
+encoded and checked, model loaded with adapters and speed paths, optimizer and schedule, resume,
+records written. `train()` in loop.py then only steps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.text import Text
+
+from ..config import Config
+from ..data.batching import steps_per_epoch
+from ..data.template import template_hash
+from ..errors import TunewiseError
+from ..files import file_sha256
+from ..model.load import load_model, load_tokenizer, resolve_model
+from ..model.lora import add_lora
+from ..rundir import RunDir
+from . import checkpoint as ckpt
+from .early_stop import EarlyStopping
+from .memory import release_freed_memory
+from .optim import make_optimizer, make_scheduler
+from .patches import apply_speed_paths
+from .runlog import RunLog
+from .setup import Datasets, micro_batch_budget, prepare_data
+
+# Settings a checkpoint's adapter cannot be loaded under: resuming with another value is refused.
+FIXED_ON_RESUME = ("model.name", "model.quantization", "lora.r", "lora.target_modules")
+
+
+@dataclass
+class Session:
+    config: Config
+    run: RunDir
+    accelerator: Accelerator
+    model: torch.nn.Module
+    pad_id: int
+    data: Datasets
+    packed: bool
+    token_budget: int
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    stopper: EarlyStopping
+    log: RunLog
+    step: int = 0  # optimizer steps already taken (resumed runs)
+    history: dict = field(default_factory=dict)  # train/eval events so far, for the guards
+
+    @property
+    def device(self):
+        return self.accelerator.device
+
+    def epoch(self, step: int) -> float:
+        return round(step / steps_per_epoch(len(self.data.train), self.config.train.batch_size), 4)
+
+
+def start_run(config: Config, resume: bool, console: Console) -> Session:
+    run = RunDir(config.output_dir)
+    _check_run_dir(run, resume)
+    changes = _config_changes(run, config) if resume else None  # before any weight is loaded
+    ckpt.ensure_writable(run)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(config.train.seed)
+
+    source = resolve_model(config.model.name)
+    tokenizer = load_tokenizer(source, config.model.trust_remote_code)
+    data = prepare_data(config, tokenizer, source)
+    for line in [data.train_stats.summary("train", config.data.max_seq_len),
+                 data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
+        console.print(line)
+    model, packed, speed_record = _model(config, source, accelerator.device, console)
+    token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
+    if memory_warning:
+        console.print(Text.assemble(("warning: ", "yellow"), memory_warning))
+
+    tc = config.train
+    total_steps = math.ceil(tc.epochs * steps_per_epoch(len(data.train), tc.batch_size))
+    total_steps = min(total_steps, tc.max_steps) if tc.max_steps else total_steps
+    optimizer = make_optimizer(model, tc.lr, tc.weight_decay)
+    session = Session(config, run, accelerator, model, tokenizer.pad_token_id, data, packed, token_budget,
+                      total_steps, optimizer, make_scheduler(optimizer, tc.scheduler, tc.warmup_ratio, total_steps),
+                      EarlyStopping(tc.early_stopping_patience), RunLog(run))
+    if resume:
+        session.step = _resume(session, console)
+    if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
+        console.print(Text.assemble(("warning: ", "yellow"), changes))
+    session.history = _history(session.log, session.step)
+    _write_records(session, source, tokenizer, speed_record)
+    return session
+
+
+def _model(config: Config, source: str, device, console: Console):
+    """The base model with LoRA adapters and every speed path it can take (each said if not)."""
+    model = load_model(source, config.model.dtype, config.model.quantization, device, config.model.trust_remote_code)
+    release_freed_memory(device)  # what loading and quantizing freed
+    model = add_lora(model, config.lora, config.train.gradient_checkpointing)
+    speed = apply_speed_paths(model)  # each applied, or stepped aside with one line (train/patches.py)
+    for note in speed.notes:
+        console.print(Text.assemble(("note: ", "yellow"), note))
+    return model, speed.packed, speed.record
+
+
+def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> None:
+    config = s.config
+    s.log.write_config(config)
+    s.log.write_manifest(
+        model=config.model.name, model_source=source, chat_template_sha256=template_hash(tokenizer),
+        data={k: {"path": p, "sha256": file_sha256(p)} for k, p in
+              (("train", config.data.train), ("val", config.data.val)) if p},
+        started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
+        speed_paths=speed_record,
+    )
+
+
+def _check_run_dir(run: RunDir, resume: bool) -> None:
+    if run.holds_training() and not resume:
+        raise TunewiseError(f"{run.path} already holds a run; pass --resume to continue it, "
+                            "or set output_dir=... to start a new one")
+    if resume and not run.holds_training():
+        raise TunewiseError(f"--resume: {run.path} holds no checkpoint to resume from")
+
+
+def _config_changes(run: RunDir, config: Config) -> str | None:
+    """Resuming with other settings is allowed (say, more steps) but never silent; settings the
+    checkpoint cannot be loaded under are refused, naming the key, before any model is loaded."""
+    if not run.config.is_file():
+        return None
+    before, after = _flatten(yaml.safe_load(run.config.read_text())), _flatten(config.model_dump(mode="json"))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    fixed = [k for k in changed if k in FIXED_ON_RESUME]
+    if fixed:
+        key = fixed[0]
+        raise TunewiseError(f"--resume: {key} was {before.get(key)!r} in {run.config} and is {after.get(key)!r} now; "
+                            "the checkpoint cannot be loaded under another value. Set it back, or start a new run "
+                            "with output_dir=...")
+    if not changed:
+        return None
+    return "resuming with settings that differ from the run's config.yaml: " + ", ".join(
+        f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resume(s: Session, console: Console) -> int:
+    path = ckpt.latest_checkpoint(s.run)
+    if path is None:
+        raise TunewiseError(f"--resume: no complete checkpoint under {s.run.checkpoints}")
+    meta = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler)
+    s.stopper.load(meta["early_stopping"])
+    s.log.truncate_after(meta["step"])
+    console.print(f"resumed from {path} (step {meta['step']})")
+    return meta["step"]
+
+
+def _history(log: RunLog, step: int) -> dict[str, list[dict]]:
+    events = log.read_events()
+    return {kind: [e for e in events if e.get("event") == kind and e.get("step", 0) <= step] for kind in ("train", "eval")}

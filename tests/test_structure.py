@@ -1,0 +1,91 @@
+"""The package's layers point one way: a test that fails on an import cycle or an upward import.
+
+data and model sit below train and evaluate (which do not import each other); export, chat and
+quickstart above them; cli on top. errors, files, config, rundir and plan are used by all.
+Imports inside functions are kept to cli.py (its start-up path); elsewhere they would hide a cycle.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
+# the layer of every package or top-level module, and the layers it may import
+BASE = {"errors", "files", "config", "rundir", "plan", "__init__"}
+ALLOWED = {
+    "base": {"base"},
+    "data": {"base", "data"},
+    "model": {"base", "model"},
+    "train": {"base", "data", "model", "train"},
+    "evaluate": {"base", "data", "model", "evaluate"},
+    "export": {"base", "data", "model", "evaluate", "export"},
+    "app": {"base", "data", "model", "train", "evaluate", "export", "app"},  # chat, quickstart, advise
+    "cli": {"base", "data", "model", "train", "evaluate", "export", "app", "cli"},
+}
+
+
+def layer(module: str) -> str:
+    top = module.split(".")[0]
+    if top in BASE:
+        return "base"
+    if top in ALLOWED:
+        return top
+    return "cli" if top == "cli" else "app"
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported tunewise module relative to the package, inside a function?) for one file."""
+    module = path.relative_to(SRC).with_suffix("").parts
+    package = module[:-1] if module[-1] != "__init__" else module[:-1]
+    found = []
+    tree = ast.parse(path.read_text())
+    nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for n in ast.walk(f)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[: len(package) - node.level + 1])
+            target = ".".join(base + ([node.module] if node.module else []))
+            names = [target] if node.module else [f"{target}.{a.name}".lstrip(".") for a in node.names]
+            found += [(n.lstrip("."), id(node) in nested) for n in names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tunewise"):
+            found.append((node.module.removeprefix("tunewise").lstrip("."), id(node) in nested))
+    return found
+
+
+FILES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_point_down_the_layers(path):
+    own = layer(".".join(path.relative_to(SRC).with_suffix("").parts))
+    for target, _ in imports(path):
+        assert layer(target) in ALLOWED[own], f"{own} module {path.name} imports {target} ({layer(target)})"
+
+
+@pytest.mark.parametrize("path", [p for p in FILES if p.name != "cli.py"], ids=lambda p: str(p.relative_to(SRC)))
+def test_no_imports_inside_functions_outside_the_cli(path):
+    assert [t for t, inside in imports(path) if inside] == []
+
+
+def test_no_package_import_cycle():
+    """Between packages (data, model, train, evaluate, export) and top-level modules."""
+    edges = {}
+    for path in FILES:
+        unit = path.relative_to(SRC).parts[0].removesuffix(".py")
+        edges.setdefault(unit, set()).update(t.split(".")[0] for t, _ in imports(path))
+    edges = {u: {t for t in ts if t in edges and t != u} for u, ts in edges.items()}
+    state = {}
+
+    def visit(unit, stack):
+        state[unit] = "open"
+        for nxt in sorted(edges[unit]):
+            if state.get(nxt) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[unit] = "done"
+
+    for unit in sorted(edges):
+        if unit not in state:
+            visit(unit, [unit])
