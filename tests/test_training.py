@@ -6,6 +6,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from tunewise.config import Config
+from tunewise.errors import TunewiseError
 from tunewise.data.batching import collate, micro_batches
 from tunewise.data.load import load_examples
 from tunewise.data.masking import encode_all
@@ -119,6 +120,18 @@ def test_resume_gives_the_same_adapter(tiny_model_dir, sql_data, tmp_path, monke
     assert "train.max_steps: 6 -> 7" in console.export_text()  # a changed setting is never silent
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[:-2]
     assert len(lines) == len((tmp_path / "a" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_resume_with_another_lora_rank_is_refused_before_loading(tiny_model_dir, sql_data, tmp_path, monkeypatch):
+    """PyTorch's size-mismatch traceback used to reach the user; now the key is named first."""
+    cfg = run_config(tiny_model_dir, sql_data, tmp_path / "r", max_steps=2)
+    loop.train(cfg)
+    changed = cfg.model_copy(update={"lora": cfg.lora.model_copy(update={"r": 8})})
+    loaded = []
+    monkeypatch.setattr("tunewise.train.session.load_model", lambda *a, **k: loaded.append(a))
+    with pytest.raises(TunewiseError, match=r"lora.r was 4 .* is 8 now"):
+        loop.train(changed, resume=True)
+    assert loaded == []  # refused before any weight was read
 
 
 def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
