@@ -66,3 +66,29 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(write(tmp_path, "data: {train: t.jsonl}\n"), ["train.epochs=1"])
     again = Config.model_validate(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
+
+
+def test_readme_config_block_is_the_config_models_defaults():
+    """The README shows every key with its default; this keeps it from drifting from config.py."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("A config (every key shown with its default")[1].split("```yaml\n", 1)[1].split("```")[0]
+    shown = _flat(yaml.safe_load(block))
+    defaults = _flat(Config.model_validate({"data": {"train": "t.jsonl"}}).model_dump(mode="json"))
+    examples = {"data.train", "data.val"}  # shown as examples, not defaults
+    # every key but val_fraction (the alternative to data.val, named in its comment)
+    assert set(shown) == set(defaults) - {"data.val_fraction"}
+    for key, value in defaults.items():
+        if key in shown and key not in examples:
+            assert shown[key] == value, f"README says {key}: {shown[key]!r}, config.py {value!r}"
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -9,7 +9,13 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from .config import DataConfig, LoraConfig, TrainConfig
 from .errors import TunewiseError
+
+def _default(section, key: str):
+    """An option's default is the config's: one fact, one place (config.py)."""
+    return section.model_fields[key].default
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune chat models with LoRA/QLoRA, correctly by default.")
@@ -52,7 +58,7 @@ def data_check(
     file: str = typer.Argument(..., help="Training JSONL (chat messages or prompt/completion)."),
     val: Optional[str] = typer.Option(None, "--val", help="Validation JSONL, checked too and for leakage."),
     model: Optional[str] = typer.Option(None, "--model", help="Model whose tokenizer and chat template to check."),
-    max_seq_len: int = typer.Option(2048, "--max-seq-len", min=1),
+    max_seq_len: int = typer.Option(_default(DataConfig, "max_seq_len"), "--max-seq-len", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail the check too."),
     allow_small: bool = typer.Option(False, "--allow-small", help="Fewer than 50 examples is a warning, not an error."),
@@ -128,7 +134,7 @@ def data_split(
     file: str = typer.Argument(..., help="JSONL to split."),
     val_fraction: float = typer.Option(..., "--val-fraction", min=0.0, max=0.9),
     test_fraction: float = typer.Option(0.0, "--test-fraction", min=0.0, max=0.9),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(_default(TrainConfig, "seed"), "--seed"),
     out: str = typer.Option(..., "--out", help="Directory for train.jsonl, val.jsonl (and test.jsonl)."),
 ) -> None:
     """Shuffle and split a JSONL file; lines are copied byte for byte, the input is left untouched."""
@@ -145,7 +151,7 @@ def plan_cmd(
     seq_len: int = typer.Option(..., "--seq-len", min=1),
     batch: int = typer.Option(..., "--batch", min=1, help="Sequences per forward pass (micro-batch)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
-    lora_r: int = typer.Option(16, "--lora-r", min=1),
+    lora_r: int = typer.Option(_default(LoraConfig, "r"), "--lora-r", min=1),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="e.g. 24GB: say whether it fits."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

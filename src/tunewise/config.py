@@ -62,7 +62,10 @@ class TrainConfig(_Strict):
     batch_size: int = Field(8, gt=0)
     """Sequences per optimizer step."""
     micro_batch_size: Union[Literal["auto"], int] = "auto"
-    """Sequences per forward pass; gradients are accumulated to batch_size. Does not change results."""
+    """Sequences per forward pass; gradients are accumulated to batch_size. The loss and gradient
+    do not depend on it, but LoRA dropout's random masks are drawn per micro-batch, so with
+    lora.dropout > 0 (and `auto`, sized from free memory) runs differ by machine (measured:
+    max relative gradient difference 0.33 with dropout 0.05, 1.9e-7 with 0)."""
     lr: float = Field(2.0e-4, gt=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)

@@ -32,7 +32,7 @@ from .errors import TunewiseError
 
 GIB = 1024**3
 CUDA_OVERHEAD = int(0.5 * GIB)  # CUDA context + allocator slack, typical on a recent driver
-LOSS_CHUNK = 2048  # train/loss.py's CHUNK: trained positions per LM-head chunk
+LOSS_CHUNK = 2048  # trained positions per LM-head chunk: train/loss.py computes in these, the planner counts them
 
 
 @dataclass(frozen=True)

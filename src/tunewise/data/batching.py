@@ -3,7 +3,8 @@ grouped by length within a step.
 
 Grouping by length only reorders sequences *inside* one optimizer step, and the loss is
 normalised by the trained-token count of the whole step, so the optimisation trajectory is the
-same whatever the micro-batch size; it just pads less.
+same whatever the micro-batch size (up to LoRA dropout's random masks, which are drawn per
+micro-batch); it just pads less.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import math
 
 import torch
 
+from ..plan import CPU_TOKEN_CAP
 from .masking import IGNORE, Encoded
 
-# Padded tokens per micro-batch when micro_batch_size is "auto" (CPU-friendly; see docs).
-AUTO_TOKEN_BUDGET = 8192
+# Padded tokens per micro-batch when micro_batch_size is "auto" and free memory or the model's
+# shape is unknown: the CPU cap (a larger micro-batch is no faster there, only bigger).
+AUTO_TOKEN_BUDGET = CPU_TOKEN_CAP
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:

@@ -1,4 +1,5 @@
-"""`tunewise data split`: a seeded shuffle into train/val(/test) files, lines copied byte for byte."""
+"""Held-out splits: one seeded shuffle for `tunewise data split` (files, lines copied byte for byte)
+and for train's validation split when only data.train is given."""
 
 from __future__ import annotations
 
@@ -7,6 +8,27 @@ from pathlib import Path
 
 from ..errors import TunewiseError
 from ..files import write_atomic
+from .load import Example
+
+
+def split_indices(n: int, sizes: list[int], seed: int) -> list[list[int]]:
+    """A seeded shuffle of range(n) cut into consecutive parts of `sizes`, and the rest as the last part."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(order[start : start + size])
+        start += size
+    return parts + [order[start:]]
+
+
+def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(train, val) with `fraction` of the examples held out, each in the file's order."""
+    n_val = max(1, round(len(examples) * fraction))
+    if n_val >= len(examples):
+        raise TunewiseError(f"{len(examples)} examples are too few to hold out a validation split")
+    val = set(split_indices(len(examples), [n_val], seed)[0])
+    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
 def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed: int, out: str | Path) -> dict[str, int]:
@@ -19,9 +41,9 @@ def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed
         raise TunewiseError(f"{path}: not UTF-8; run `tunewise data check {path}` for the line") from None
     if val_fraction + test_fraction >= 1:
         raise TunewiseError("--val-fraction plus --test-fraction must be below 1")
-    random.Random(seed).shuffle(lines)
     n_val, n_test = round(len(lines) * val_fraction), round(len(lines) * test_fraction)
-    parts = {"val": lines[:n_val], "test": lines[n_val:n_val + n_test], "train": lines[n_val + n_test:]}
+    val, test, train = split_indices(len(lines), [n_val, n_test], seed)
+    parts = {name: [lines[i] for i in part] for name, part in (("val", val), ("test", test), ("train", train))}
     out = Path(out)
     if any((out / f"{name}.jsonl").resolve() == path.resolve() for name in parts):
         raise TunewiseError(f"--out {out} would overwrite the input file {path}")

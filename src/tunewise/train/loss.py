@@ -32,9 +32,9 @@ from peft.helpers import disable_input_dtype_casting
 
 from ..data.masking import IGNORE
 from ..model.lora import base_model
+from ..plan import LOSS_CHUNK as CHUNK  # trained positions per LM-head chunk; the planner counts the same
 from .packing import packed_forward
 
-CHUNK = 2048  # trained positions per LM-head chunk
 
 
 @contextmanager

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from ..config import Config
 from ..data.batching import AUTO_TOKEN_BUDGET
 from ..data.doctor import check
-from ..data.load import Example, load_examples
+from ..data.load import load_examples
+from ..data.split import split_examples
 from ..data.masking import EncodeStats, Encoded, encode_all
 from ..data.targets import TargetOptions, target_options
 from ..data.template import require_template
@@ -27,16 +27,6 @@ class Datasets:
     train_stats: EncodeStats
     val_stats: EncodeStats
     notes: list[str]
-
-
-def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(examples) * fraction))
-    if n_val >= len(examples):
-        raise TunewiseError(f"{len(examples)} examples are too few to hold out a validation split")
-    val = set(order[:n_val])
-    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
 def doctor_gate(config: Config, tokenizer, options: TargetOptions) -> list[str]:
