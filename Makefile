@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench clean
+.PHONY: install test quickstart bench clean
+QUICKSTART_OUT ?= tunewise-quickstart
 
 install: $(STAMP)
 
@@ -21,7 +22,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: install
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
+
+# The main job on a fresh machine: install if needed, then check, train, evaluate, merge, chat.
+quickstart: install
+	$(VENV)/bin/tunewise quickstart --out $(QUICKSTART_OUT)
 
 # Not part of CI: minutes of CPU, and TRL only as a baseline.
 bench: install

@@ -82,7 +82,8 @@ def run_trl(variant: str, train: Path, out: Path, quant: str) -> None:
     kwargs = {"dtype": torch.bfloat16}
     if quant == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+                                                           bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["device_map"] = "auto"
     model = AutoModelForCausalLM.from_pretrained(model_name, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(model_name)
@@ -90,7 +91,8 @@ def run_trl(variant: str, train: Path, out: Path, quant: str) -> None:
     tokenizer.padding_side = "right"
     if variant == "a" and quant == "nf4":
         model = prepare_model_for_kbit_training(model)
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, lora_dropout=0.05, bias="none",
+                      task_type="CAUSAL_LM")
     data = messages_only(train, out, prompt_completion=(variant == "b"))
     dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     (out / "v").mkdir(exist_ok=True)
@@ -197,7 +199,8 @@ def run_child(cmd: list[str], log: Path) -> tuple[float, int, str, str, int]:
         _, status, usage = os.wait4(proc.pid, 0)
         out.seek(0)
         err.seek(0)
-        return time.perf_counter() - start, usage.ru_maxrss * 1024, out.read(), err.read(), os.waitstatus_to_exitcode(status)
+        return (time.perf_counter() - start, usage.ru_maxrss * 1024, out.read(), err.read(),
+                os.waitstatus_to_exitcode(status))
 
 
 def main() -> None:
@@ -240,21 +243,27 @@ def main() -> None:
                                              "--quant", args.quant], out / "eval")
             if code:
                 print(f"({v}) evaluation failed:\n{err[-3000:]}", flush=True)
-            scores = json.loads(ev.strip().splitlines()[-1]) if code == 0 else {"val_loss": float("nan"), "sql_exec": float("nan")}
-            rows.append((v, r, wall, seconds, stats.trained_tokens / seconds, rss, gpu, scores["val_loss"], scores["sql_exec"]))
+            if code == 0:
+                scores = json.loads(ev.strip().splitlines()[-1])
+            else:
+                scores = {"val_loss": float("nan"), "sql_exec": float("nan")}
+            rows.append((v, r, wall, seconds, stats.trained_tokens / seconds, rss, gpu, scores["val_loss"],
+                         scores["sql_exec"]))
             gpu_text = f", peak GPU {gpu / 2**20:.0f} MiB" if gpu is not None else ""
-            print(f"({v}) round {r}: wall {wall:.0f}s, train {seconds:.1f}s, {stats.trained_tokens / seconds:.1f} trained tok/s, "
-                  f"peak RSS {rss / 2**20:.0f} MiB{gpu_text}, val loss {scores['val_loss']:.4f}, sql_exec {scores['sql_exec']:.1%}",
+            print(f"({v}) round {r}: wall {wall:.0f}s, train {seconds:.1f}s, "
+                  f"{stats.trained_tokens / seconds:.1f} trained tok/s, "
+                  f"peak RSS {rss / 2**20:.0f} MiB{gpu_text}, val loss {scores['val_loss']:.4f}, "
+                  f"sql_exec {scores['sql_exec']:.1%}",
                   flush=True)
     sys.path.insert(0, str(Path(__file__).parent))
-    from matmul_peak import measure
-
     import torch
+    from matmul_peak import measure
 
     peak = max(measure().values()) * 1e9
     flops = training_flops(resolve_model("smollm2-135m-instruct"), enc)
     where = f"GPU {torch.cuda.get_device_name()}" if on_gpu() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{args.examples} examples, {stats.trained_tokens} assistant tokens, {stats.total_tokens} tokens, quant={args.quant}; "
+    print(f"\n{args.examples} examples, {stats.trained_tokens} assistant tokens, {stats.total_tokens} tokens, "
+          f"quant={args.quant}; "
           f"{flops / 1e12:.2f} TFLOP of useful work; {where}, torch {torch.__version__}; "
           f"measured bf16 matmul peak {peak / 1e9:.0f} GFLOP/s")
     gpu_head = " peak GPU MiB |" if on_gpu() else ""
@@ -262,7 +271,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|" + ("---|" if on_gpu() else "") + "---|---|")
     for v, r, wall, seconds, tps, rss, gpu, loss, score in rows:
         gpu_cell = f" {gpu / 2**20:.0f} |" if gpu is not None else ""
-        print(f"| ({v}) | {r} | {wall:.0f} | {seconds:.1f} | {tps:.1f} | {flops / seconds / peak:.2%} | {rss / 2**20:.0f} |"
+        print(f"| ({v}) | {r} | {wall:.0f} | {seconds:.1f} | {tps:.1f} | {flops / seconds / peak:.2%} | "
+              f"{rss / 2**20:.0f} |"
               f"{gpu_cell} {loss:.4f} | {score:.1%} |")
 
 

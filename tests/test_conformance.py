@@ -25,7 +25,7 @@ from tunewise.data.batching import collate
 from tunewise.model.lora import add_lora
 from tunewise.train import packing
 from tunewise.train.loss import summed_loss
-from tunewise.train.packing import PackingError, pack, packed_forward, packed_attention
+from tunewise.train.packing import PackingError, pack, packed_attention, packed_forward
 from tunewise.train.patches import apply_speed_paths
 from tunewise.train.swiglu import enable_lean_mlp
 
@@ -115,7 +115,8 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
     assert got_grads.keys() == want_grads.keys()
     for key, g in got_grads.items():
         scale = float(want_grads[key].abs().max())  # fp32 sums of sums: an entry that nearly cancels is noise
-        torch.testing.assert_close(g, want_grads[key], rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"{key}: {m}")
+        torch.testing.assert_close(g, want_grads[key], rtol=1e-4, atol=1e-5 * scale,
+                                   msg=lambda m, key=key: f"{key}: {m}")
 
 
 def test_lean_mlp_gradients_are_bit_for_bit(items, chatml_tokenizer):

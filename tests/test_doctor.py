@@ -39,7 +39,8 @@ BAD_LINES = {
     "bad-content": '{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "x"}]}',
     "empty-assistant": '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}',
     "no-assistant": '{"messages": [{"role": "user", "content": "q"}]}',
-    "last-not-assistant": '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "?"}]}',
+    "last-not-assistant": ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, '
+                           '{"role": "user", "content": "?"}]}'),
 }
 
 
@@ -56,7 +57,8 @@ def test_each_error_class_names_its_line(tmp_path, code):
 
 def test_missing_vs_null_vs_wrong_type_content(tmp_path):
     for content, word in (('', "missing"), (', "content": null', "null"), (', "content": 5', "int")):
-        path = write_lines(tmp_path, [f'{{"messages": [{{"role": "user"{content}}}, {{"role": "assistant", "content": "a"}}]}}'])
+        line = f'{{"messages": [{{"role": "user"{content}}}, {{"role": "assistant", "content": "a"}}]}}'
+        path = write_lines(tmp_path, [line])
         with pytest.raises(DataError, match=word):
             load_examples(path)
 
@@ -162,8 +164,10 @@ BROKEN_TEMPLATES = {  # code: (a template that breaks that rule, assistant turns
     "generation-prompt-mismatch": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] }}"
                                    "{% if loop.last %}{{ ' (final)' }}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
                                    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}", 2),
-    "generation-prompt-mismatch ": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
-                                    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant:\n' }}{% endif %}", 1),
+    "generation-prompt-mismatch ": ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + "
+                                    "'<|im_end|>\n' }}"
+                                    "{% endfor %}{% if add_generation_prompt %}"
+                                    "{{ '<|im_start|>assistant:\n' }}{% endif %}", 1),
 }
 
 
@@ -231,7 +235,9 @@ def test_cli_json_shape_and_exit_codes(tmp_path):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=400) | st.text(max_size=200).map(str.encode)
        | st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                      lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(["messages", "role", "content", "prompt", "completion", "meta"]), c, max_size=4),
+                      lambda c: st.lists(c, max_size=4)
+                      | st.dictionaries(st.sampled_from(["messages", "role", "content", "prompt", "completion",
+                                                         "meta"]), c, max_size=4),
                       max_leaves=12).map(lambda v: json.dumps(v).encode()))
 def test_fuzz_loader_raises_only_its_own_errors(tmp_path, blob):
     path = tmp_path / "fuzz.jsonl"

@@ -10,9 +10,9 @@ from tests.conftest import write_jsonl
 from tunewise.config import Config
 from tunewise.evaluate.compare import compare
 from tunewise.evaluate.report import render_html
+from tunewise.export.merge import merge
 from tunewise.train.curves import plot_losses
 from tunewise.train.guards import overfit_start
-from tunewise.export.merge import merge
 from tunewise.train.loop import train
 
 

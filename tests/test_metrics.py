@@ -40,7 +40,8 @@ def test_prose_or_markdown_around_sql_scores_0():
 
 @pytest.mark.parametrize("bad", ["SELEC name FROM t", "SELECT nope FROM t", "", "DROP TABLE t",
                                  "ATTACH DATABASE '/tmp/tunewise-pwned.db' AS x", "INSERT INTO t VALUES (9,'z',1)",
-                                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT COUNT(*) FROM c"])
+                                 "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) "
+                                 "SELECT COUNT(*) FROM c"])
 def test_bad_sql_scores_0_without_crashing(bad, tmp_path):
     assert sql(bad, "SELECT COUNT(*) FROM t;", META) == 0.0
 
@@ -62,7 +63,8 @@ def test_exact_match_and_json_and_regex():
 
 
 def test_user_metric_module_function(tmp_path, monkeypatch):
-    (tmp_path / "my_metrics.py").write_text("def shouty(output, reference, meta):\n    return float(output.isupper())\n")
+    (tmp_path / "my_metrics.py").write_text("def shouty(output, reference, meta):\n"
+                                            "    return float(output.isupper())\n")
     monkeypatch.chdir(tmp_path)
     metric = get_metric("my_metrics:shouty")
     assert metric("YES", "", {}) == 1.0 and metric("no", "", {}) == 0.0

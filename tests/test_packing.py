@@ -160,7 +160,8 @@ def test_recomputed_softmax_and_silu_give_autograd_gradients_with_less_kept():
             for t in inputs:
                 t.grad = None
             storages = set()
-            with torch.autograd.graph.saved_tensors_hooks(lambda t: storages.add(t.untyped_storage().data_ptr()) or t,
+            with torch.autograd.graph.saved_tensors_hooks(lambda t, storages=storages:
+                                                          storages.add(t.untyped_storage().data_ptr()) or t,
                                                           lambda t: t):
                 out = fn(*inputs)
             out.float().pow(2).sum().backward()

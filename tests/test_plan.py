@@ -93,7 +93,8 @@ def test_presets_and_config_files(tmp_path, tiny_model_dir):
 
 def test_cli_json_shape():
     proc = subprocess.run([sys.executable, "-m", "tunewise.cli", "plan", "--model", "llama-3.1-8b", "--method", "qlora",
-                           "--seq-len", "1024", "--batch", "2", "--gradient-checkpointing", "--gpu-memory", "24GB", "--json"],
+                           "--seq-len", "1024", "--batch", "2", "--gradient-checkpointing", "--gpu-memory", "24GB",
+                           "--json"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -117,7 +118,7 @@ def test_checkpointed_peak_is_the_larger_phase_not_the_sum():
 
 
 def test_auto_micro_batch_follows_free_memory():
-    from tunewise.plan import CPU_TOKEN_CAP, GPU_TOKEN_CAP, GIB, micro_batch_tokens
+    from tunewise.plan import CPU_TOKEN_CAP, GIB, GPU_TOKEN_CAP, micro_batch_tokens
 
     smol = PRESETS["smollm2-135m-instruct"]
     assert micro_batch_tokens(smol, "qlora", 200, 100 * GIB, on_gpu=False) == (CPU_TOKEN_CAP, True)

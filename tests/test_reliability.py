@@ -85,7 +85,8 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, 
         return (loss * float("nan"), n) if calls["n"] > 5 else (loss, n)
 
     monkeypatch.setattr(loop, "summed_loss", poisoned)
-    with pytest.raises(TunewiseError, match=r"loss became nan at step \d+.*last good checkpoint is kept.*lower train\.lr"):
+    with pytest.raises(TunewiseError,
+                       match=r"loss became nan at step \d+.*last good checkpoint is kept.*lower train\.lr"):
         loop.train(cfg)
     checkpoints = list((tmp_path / "nan" / "checkpoints").glob("step-*"))
     assert checkpoints

@@ -15,8 +15,7 @@ import pytest
 
 from tunewise.data.load import to_example
 from tunewise.data.masking import encode
-from tunewise.data.targets import (TargetOptions, build_sequences, first_turn_prompt, target_options,
-                                   template_messages)
+from tunewise.data.targets import TargetOptions, build_sequences, first_turn_prompt, target_options, template_messages
 from tunewise.data.template import TemplateCheckError, render
 
 SYS, Q1, A1, Q2, A2 = "SYSPROMPT zeta", "QUESTION one", "ANSWER alpha", "QUESTION two", "ANSWER beta"
@@ -64,7 +63,8 @@ FAMILIES = {
         "{% elif '</think>' in content %}{% set r = content.split('</think>')[0].split('<think>')[-1].strip('\n') %}"
         "{% set content = content.split('</think>')[-1].lstrip('\n') %}{% endif %}"
         "{% if loop.index0 > ns.last_user and (loop.last or r) %}"
-        "{{ '<|im_start|>assistant\n<think>\n' + r.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') + '<|im_end|>\n' }}"
+        "{{ '<|im_start|>assistant\n<think>\n' + r.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') "
+        "+ '<|im_end|>\n' }}"
         "{% else %}{{ '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}{% endif %}"
         "{% else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{% endif %}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
@@ -215,7 +215,8 @@ def test_template_without_system_role_names_its_message_and_the_fix(chatml_token
 
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}}}}}]
 TOOL_CHAT = [
     {"role": "user", "content": Q1},
     {"role": "assistant", "content": None, "tool_calls": [
@@ -314,7 +315,8 @@ def test_known_end_of_turn_tokens_stop_without_a_generation_config(chatml_tokeni
     still counts as its stop token, so nothing is appended after it."""
     tok = chatml_tokenizer.__class__.from_pretrained(chatml_tokenizer.name_or_path)
     tok.add_tokens(["<start_of_turn>", "<end_of_turn>"], special_tokens=True)
-    tok.chat_template = ("{% for m in messages %}{{ '<start_of_turn>' + m.role + '\n' + m.content + '<end_of_turn>\n' }}"
+    tok.chat_template = ("{% for m in messages %}{{ '<start_of_turn>' + m.role + '\n' + m.content + "
+                         "'<end_of_turn>\n' }}"
                          "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>assistant\n' }}{% endif %}")
     options = target_options(tok, "google/not-cached-anywhere")
     (seq,) = build_sequences(tok, to_example({"messages": CONVERSATIONS["system+2"]}), options)

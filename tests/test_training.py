@@ -6,10 +6,10 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from tunewise.config import Config
-from tunewise.errors import TunewiseError
 from tunewise.data.batching import collate, micro_batches
 from tunewise.data.load import load_examples
 from tunewise.data.masking import encode_all
+from tunewise.errors import TunewiseError
 from tunewise.model.load import load_model
 from tunewise.model.lora import add_lora
 from tunewise.model.quant import count_4bit_linear
@@ -143,11 +143,13 @@ def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
     cfg = run_config(tiny_model_dir, sql_data, tmp_path / "run", lr=5e-3, max_steps=4)
     result = loop.train(cfg)
     run = tmp_path / "run"
-    assert {"config.yaml", "manifest.json", "metrics.jsonl", "checkpoints", "adapter"} <= {p.name for p in run.iterdir()}
+    assert ({"config.yaml", "manifest.json", "metrics.jsonl", "checkpoints", "adapter"}
+            <= {p.name for p in run.iterdir()})
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["versions"]["peft"] and len(manifest["chat_template_sha256"]) == 64
     assert manifest["data"]["train"]["sha256"]
-    assert manifest["speed_paths"]["packed_attention"] == {"layers": 2} and manifest["speed_paths"]["fused_loss"] is True
+    assert (manifest["speed_paths"]["packed_attention"] == {"layers": 2}
+            and manifest["speed_paths"]["fused_loss"] is True)
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [2, 4]

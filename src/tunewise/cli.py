@@ -12,6 +12,7 @@ from rich.console import Console
 from .config import DataConfig, LoraConfig, TrainConfig
 from .errors import TunewiseError
 
+
 def _default(section, key: str):
     """An option's default is the config's: one fact, one place (config.py)."""
     return section.model_fields[key].default
@@ -45,7 +46,8 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-FOLD_HELP = "Put the system prompt into the first user turn (data.fold_system_prompt), for templates without a system role."
+FOLD_HELP = ("Put the system prompt into the first user turn (data.fold_system_prompt), "
+             "for templates without a system role.")
 END_HELP = "Token that ends assistant turns where the template writes none (data.end_of_turn)."
 
 
@@ -186,8 +188,9 @@ def plan_cmd(
 
 @app.command("advise")
 def advise_cmd(
-    problem: Optional[str] = typer.Option(None, "--problem", help="|".join(["format", "domain", "latency", "privacy",
-                                                                             "knowledge", "documents", "instructions"])),
+    problem: Optional[str] = typer.Option(None, "--problem",
+                                          help="|".join(["format", "domain", "latency", "privacy",
+                                                         "knowledge", "documents", "instructions"])),
     examples: Optional[int] = typer.Option(None, "--examples", min=0, help="How many good examples you have."),
     tried_prompting: Optional[bool] = typer.Option(None, "--tried-prompting/--not-tried-prompting"),
 ) -> None:
@@ -235,7 +238,8 @@ def train(
 def eval_cmd(
     run: str = typer.Option(..., "--run", help="Run directory (holds config.yaml and adapter/)."),
     data: str = typer.Option(..., "--data", help="Held-out JSONL; the last assistant message is the reference."),
-    metric: str = typer.Option(..., "--metric", help="exact_match | sql_exec | json_valid | regex:PATTERN | module:function"),
+    metric: str = typer.Option(..., "--metric",
+                               help="exact_match | sql_exec | json_valid | regex:PATTERN | module:function"),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write results as JSON here."),
     html_out: Optional[str] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),

@@ -88,7 +88,8 @@ def shape_from_config(config: dict) -> Shape:
                      vocab=config["vocab_size"], tied=bool(config.get("tie_word_embeddings", False)),
                      head_dim=config.get("head_dim"))
     except KeyError as e:
-        raise TunewiseError(f"config.json lacks {e.args[0]!r}; the planner needs a Llama-shaped decoder config") from None
+        raise TunewiseError(f"config.json lacks {e.args[0]!r}; "
+                            "the planner needs a Llama-shaped decoder config") from None
 
 
 def resolve_shape(model: str) -> Shape:
@@ -190,9 +191,10 @@ def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int,
                        gradient_checkpointing: bool = False) -> tuple[int, bool]:
     """Tokens per micro-batch for `train.micro_batch_size: auto`, from the memory left once the model
     is loaded: activations per token (as `plan` counts them) and trained logits, with a quarter
-    of `free_bytes` held back for gradients, optimizer state and allocator slack. Returns (tokens, fits): tokens is at least
-    the longest sequence (one sequence per micro-batch is the least we can do) and at most a speed
-    cap; fits is False when even that one sequence is predicted not to fit."""
+    of `free_bytes` held back for gradients, optimizer state and allocator slack. Returns
+    (tokens, fits): tokens is at least the longest sequence (one sequence per micro-batch is the
+    least we can do) and at most a speed cap; fits is False when even that one sequence is
+    predicted not to fit."""
     layer = _layer_activation_bytes(shape, method, lora_dropout and method != "full")
     if gradient_checkpointing:
         per_token = 2 * shape.hidden * shape.layers + layer
@@ -249,7 +251,8 @@ def _fit(result: Plan, shape, method, seq_len, batch, ckpt, lora_r, budget, frac
                          "still sees the same batch through gradient accumulation")
     elif not ckpt and total(seq_len, 1, True) <= usable:
         result.advice = "enable train.gradient_checkpointing (about 20% slower, far less activation memory)"
-    elif method != "qlora" and plan(shape, "qlora", seq_len, 1, True, lora_r, None, frac, dropout).total_bytes <= usable:
+    elif (method != "qlora"
+          and plan(shape, "qlora", seq_len, 1, True, lora_r, None, frac, dropout).total_bytes <= usable):
         result.advice = "use QLoRA (model.quantization=nf4) with gradient checkpointing"
     else:
         result.advice = f"shorten sequences to {result.max_seq_len} tokens (data.max_seq_len) or use a larger GPU"

@@ -1,6 +1,7 @@
 """`tunewise quickstart`: data check, train, base vs tuned on unseen schemas, merge, one answer.
 
-It runs the SQL example (examples/sql in the source tree) on the bundled model and leaves
+It runs the SQL example (package data: tunewise/examples/sql, also at examples/sql in a checkout)
+on the bundled model and leaves
 OUT/run, OUT/merged, OUT/eval.json and OUT/report.html.
 """
 
@@ -26,14 +27,14 @@ from .rundir import RunDir
 from .train.loop import train
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sql"
+EXAMPLE = Path(__file__).resolve().parent / "examples" / "sql"
 
 
 def _example_dir() -> Path:
     if not (EXAMPLE / "config.yaml").is_file() or not (EXAMPLE / "test.jsonl").is_file():
         raise TunewiseError(
-            f"the SQL example was not found at {EXAMPLE}; quickstart runs from a source checkout "
-            "(git clone + make install)"
+            f"the SQL example was not found at {EXAMPLE}; reinstall tunewise (the example ships "
+            "inside the package)"
         )
     return EXAMPLE
 

@@ -49,7 +49,8 @@ class Report:
         if self._counts[(level, code)] <= MAX_LISTED:
             self.findings.append(Finding(level, code, message, str(file) if file else None, line))
         elif self._counts[(level, code)] == MAX_LISTED + 1:
-            self.findings.append(Finding(level, code, f"... more '{code}' findings (counted in the summary)", None, None))
+            self.findings.append(Finding(level, code, f"... more '{code}' findings (counted in the summary)",
+                                         None, None))
 
     @property
     def errors(self) -> int:
@@ -141,10 +142,13 @@ def _dataset_checks(scan: _FileScan, report: Report, allow_small: bool) -> None:
         return
     if scan.n < MIN_EXAMPLES:
         level = "warning" if allow_small else "error"
-        report.add(level, "too-few-examples", f"{scan.n} examples: below {MIN_EXAMPLES} fine-tuning reliably gives poor "
-                   "results; use few-shot prompting instead (--allow-small, or data.allow_small: true, to proceed anyway)", scan.path)
+        report.add(level, "too-few-examples",
+                   f"{scan.n} examples: below {MIN_EXAMPLES} fine-tuning reliably gives poor "
+                   "results; use few-shot prompting instead (--allow-small, or data.allow_small: true, "
+                   "to proceed anyway)", scan.path)
     elif scan.n < FEW_EXAMPLES:
-        report.add("warning", "few-examples", f"{scan.n} examples: 100-500 curated examples is a realistic minimum", scan.path)
+        report.add("warning", "few-examples", f"{scan.n} examples: 100-500 curated examples is a realistic minimum",
+                   scan.path)
     _system_prompt_checks(scan, report)
     _length_outliers(scan, report)
 
@@ -152,7 +156,8 @@ def _dataset_checks(scan: _FileScan, report: Report, allow_small: bool) -> None:
 def _system_prompt_checks(scan: _FileScan, report: Report) -> None:
     if scan.systems and scan.no_system:
         report.add("warning", "system-prompt-mixed", f"{scan.no_system} examples have no system prompt and "
-                   f"{sum(scan.systems.values())} have one; use the same system prompt you will use at inference", scan.path)
+                   f"{sum(scan.systems.values())} have one; use the same system prompt you will use at inference",
+                   scan.path)
     if len(scan.systems) > 1:
         texts = list(scan.system_text.values())
         prefix = _common_prefix(texts)
@@ -162,7 +167,8 @@ def _system_prompt_checks(scan: _FileScan, report: Report) -> None:
         else:
             common = scan.systems.most_common(1)[0][1]
             report.add("warning", "system-prompt-differs", f"{len(scan.systems)} different system prompts (the most "
-                       f"common is used by {common} of {scan.n}); the system prompt should match what you use at inference",
+                       f"common is used by {common} of {scan.n}); the system prompt should match what you use "
+                       "at inference",
                        scan.path)
 
 

@@ -31,7 +31,8 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
     return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
-def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed: int, out: str | Path) -> dict[str, int]:
+def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed: int,
+               out: str | Path) -> dict[str, int]:
     path = Path(path)
     try:
         lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]

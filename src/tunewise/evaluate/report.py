@@ -49,6 +49,7 @@ def render_html(result: dict, loss_png: Path | None = None) -> str:
         data = base64.b64encode(Path(loss_png).read_bytes()).decode()
         image = f'<h2>Loss curves</h2><img alt="train and validation loss" src="data:image/png;base64,{data}">'
     delta = result["tuned"]["score"] - result["base"]["score"]
+    source = e(str(result.get('data', '')))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tunewise evaluation</title>
 <style>
@@ -60,7 +61,7 @@ td.ok {{ background: #e6f4ea; }} td.miss {{ background: #fdecea; }}
 .score {{ font-size: 1.4rem; font-weight: 600; }}
 </style></head><body>
 <h1>Base vs tuned</h1>
-<p>Metric <code>{e(result['metric'])}</code> on {result['n']} held-out examples from <code>{e(str(result.get('data', '')))}</code>.</p>
+<p>Metric <code>{e(result['metric'])}</code> on {result['n']} held-out examples from <code>{source}</code>.</p>
 <table><tr><th>model</th><th>score</th></tr>
 <tr><td>base</td><td class="score">{result['base']['score']:.1%}</td></tr>
 <tr><td>tuned</td><td class="score">{result['tuned']['score']:.1%}</td></tr>

@@ -19,8 +19,8 @@ import torch
 from ..data.template import render
 from ..errors import TunewiseError
 from ..evaluate.compare import load_tuned
-from ..model.load import DTYPES
 from ..files import atomic_dir
+from ..model.load import DTYPES
 
 
 @dataclass

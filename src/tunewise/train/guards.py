@@ -77,6 +77,7 @@ def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
         return sum(window) / len(window)
 
     for e in evals:
-        if e["step"] > best["step"] and e["val_loss"] > best["val_loss"] * (1 + RISE) and train_near(e["step"]) < train_near(best["step"]):
+        if (e["step"] > best["step"] and e["val_loss"] > best["val_loss"] * (1 + RISE)
+                and train_near(e["step"]) < train_near(best["step"])):
             return best["step"]
     return None

@@ -69,7 +69,8 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
                 stopped_early = stopper.should_stop and step < s.total_steps
                 if stopped_early:
                     console.print(f"early stopping at step {step}: val loss has not improved for "
-                                  f"{stopper.bad_evals} evaluations (best {stopper.best_loss:.4f} at step {stopper.best_step})")
+                                  f"{stopper.bad_evals} evaluations (best {stopper.best_loss:.4f} "
+                                  f"at step {stopper.best_step})")
             if step % tc.save_every == 0 or step == s.total_steps or stopped_early:
                 ckpt.save_checkpoint(s.run, step, s.model, s.optimizer, s.scheduler,
                                      {"early_stopping": stopper.state(), "total_steps": s.total_steps})

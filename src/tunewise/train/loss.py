@@ -36,7 +36,6 @@ from ..plan import LOSS_CHUNK as CHUNK  # trained positions per LM-head chunk; t
 from .packing import packed_forward
 
 
-
 @contextmanager
 def adapter_precision(model):
     """Run the fp32 LoRA adapters in the base's 16-bit dtype during training's forward.

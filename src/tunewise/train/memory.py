@@ -9,7 +9,8 @@ step -230 to -330 MiB peak for +7% to +29% time (0.12-0.17 s for the trim, ~0.4 
 in the next step); a fixed 1 MiB mmap threshold -370 to -400 MiB for +15% to +45%; two
 micro-batches a step -580 MiB for +28%. So the loop trims once after loading the model and
 before each evaluation (whose allocations would otherwise land on top of the fragmented heap:
-+190 MiB at the end of the benchmark run), not after every step; when memory is short, `micro_batch_size: auto` shrinks the
++190 MiB at the end of the benchmark run), not after every step; when memory is short, \
+`micro_batch_size: auto` shrinks the
 micro-batches instead (plan.micro_batch_tokens). Not glibc (or not CPU): nothing to do.
 """
 

@@ -6,7 +6,6 @@ import json
 import platform
 import time
 from importlib import metadata
-from pathlib import Path
 
 from ..config import Config, dump_config
 from ..files import write_atomic

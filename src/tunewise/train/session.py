@@ -169,4 +169,5 @@ def _resume(s: Session, console: Console) -> int:
 
 def _history(log: RunLog, step: int) -> dict[str, list[dict]]:
     events = log.read_events()
-    return {kind: [e for e in events if e.get("event") == kind and e.get("step", 0) <= step] for kind in ("train", "eval")}
+    return {kind: [e for e in events if e.get("event") == kind and e.get("step", 0) <= step]
+            for kind in ("train", "eval")}

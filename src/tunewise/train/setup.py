@@ -8,8 +8,8 @@ from ..config import Config
 from ..data.batching import AUTO_TOKEN_BUDGET
 from ..data.doctor import check
 from ..data.load import load_examples
+from ..data.masking import Encoded, EncodeStats, encode_all
 from ..data.split import split_examples
-from ..data.masking import EncodeStats, Encoded, encode_all
 from ..data.targets import TargetOptions, target_options
 from ..data.template import require_template
 from ..errors import TunewiseError
