@@ -34,16 +34,38 @@ def tiny_run(tmp_path_factory, tiny_model_dir):
     return root / "run", va
 
 
-def test_eval_json_contract(tiny_run):
+def test_eval_json_contract(tiny_run, monkeypatch):
+    from tunewise.evaluate import compare as compare_module
+    from tunewise.evaluate.metrics import get_metric
+
+    seen = []
+    real_generate = compare_module.generate
+
+    def spy(model, tokenizer, conversations, *args, **kwargs):
+        seen.append([[dict(m) for m in c] for c in conversations])
+        return real_generate(model, tokenizer, conversations, *args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "generate", spy)
     run, val = tiny_run
     result = compare(run, val, "exact_match", max_new_tokens=8)
     assert result["metric"] == "exact_match" and result["n"] == 4
-    for key in ("base", "tuned"):
-        assert 0.0 <= result[key]["score"] <= 1.0
+    assert len(seen) == 2 and seen[0] == seen[1]  # base and tuned saw the same prompts
+    assert all(c[-1]["role"] == "user" for c in seen[0])  # ... each ending before the reference answer
+    assert [c[-1]["content"] for c in seen[0]] == [r["prompt"] for r in result["examples"]]
+    from tunewise.data.load import load_examples
+
+    for example, row, conversation in zip(load_examples(val), result["examples"], seen[0]):
+        assert conversation == [{k: m[k] for k in ("role", "content")} for m in example.messages[:-1]]
+        assert row["reference"] == example.messages[-1]["content"]  # each answer scored against its own question
+    metric = get_metric("exact_match")
     assert len(result["examples"]) == 4
     for row in result["examples"]:
         assert {"prompt", "reference", "base", "tuned", "base_ok", "tuned_ok"} <= row.keys()
         assert row["reference"].startswith("SELECT") and row["prompt"].startswith("Rows of table")
+        assert row["base_ok"] == metric(row["base"], row["reference"], {})  # scores follow the metric
+        assert row["tuned_ok"] == metric(row["tuned"], row["reference"], {})
+    for key in ("base", "tuned"):
+        assert result[key]["score"] == sum(r[f"{key}_ok"] for r in result["examples"]) / 4
     json.dumps(result)  # serialisable as is
     # the tuned model's adapter is really applied: a random tiny model's outputs differ with it
     assert any(r["base"] != r["tuned"] for r in result["examples"])

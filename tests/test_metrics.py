@@ -72,3 +72,17 @@ def test_user_metric_module_function(tmp_path, monkeypatch):
         get_metric("my_metrics:missing")
     with pytest.raises(TunewiseError, match="unknown metric"):
         get_metric("bleu")
+
+
+@pytest.mark.parametrize("write", ["DELETE FROM t WHERE id = 1 RETURNING id",
+                                   "UPDATE t SET score = 0 WHERE id = 1 RETURNING id",
+                                   "INSERT INTO t VALUES (5, 'z', 0) RETURNING 1"])
+def test_model_output_that_writes_is_refused(write):
+    """Each statement returns the reference's rows if it runs: only the authorizer makes it score 0."""
+    assert sql(write, "SELECT id FROM t WHERE id = 1", META) == 0.0
+
+
+def test_model_output_cannot_attach_a_file(tmp_path):
+    target = tmp_path / "pwned.db"
+    assert sql(f"ATTACH DATABASE '{target}' AS x", "SELECT 1", META) == 0.0
+    assert not target.exists()  # ATTACH would have created it

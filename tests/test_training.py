@@ -33,6 +33,10 @@ def grads(model):
 
 def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql_data):
     model = lora_model(tiny_model_dir)
+    with torch.no_grad():  # lora_B starts at zero, which would leave lora_A's gradients 0 on both sides
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
     items = encoded(chatml_tokenizer, sql_data[0])[:4]
     batch = collate(items, chatml_tokenizer.pad_token_id)
     ours, n = summed_loss(model, batch)
@@ -42,6 +46,7 @@ def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql
     ref, n_ref = reference_loss(model, batch)
     ref.backward()
     assert n == n_ref > 0
+    assert all(g.abs().sum() > 0 for name, g in g_ours.items() if "lora_A" in name)  # compared, not 0 == 0
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-4)
     for name, g in grads(model).items():
         torch.testing.assert_close(g_ours[name], g, rtol=1e-4, atol=1e-6)
