@@ -102,9 +102,7 @@ def test_advise_follows_the_guide(tmp_path):
     assert proc.returncode == 1 and "not a terminal" in proc.stderr
 
 
-def test_data_split_keeps_the_input(tmp_path):
-    from tests.conftest import sql_example, write_jsonl
-
+def test_data_split_keeps_the_input(tmp_path, sql_example, write_jsonl):
     src = write_jsonl(tmp_path / "all.jsonl", [sql_example(i) for i in range(100)])
     before = src.read_bytes()
     proc = run(["data", "split", "all.jsonl", "--val-fraction", "0.1", "--test-fraction", "0.2", "--out", "split"],

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from tunewise.config import Config, dump_config, load_config
+from tunewise.config import Config, dump_config, flatten, load_config
 from tunewise.errors import TunewiseError
 
 
@@ -74,21 +74,11 @@ def test_readme_config_block_is_the_config_models_defaults():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("A config (every key shown with its default")[1].split("```yaml\n", 1)[1].split("```")[0]
-    shown = _flat(yaml.safe_load(block))
-    defaults = _flat(Config.model_validate({"data": {"train": "t.jsonl"}}).model_dump(mode="json"))
+    shown = flatten(yaml.safe_load(block))
+    defaults = flatten(Config.model_validate({"data": {"train": "t.jsonl"}}).model_dump(mode="json"))
     examples = {"data.train", "data.val"}  # shown as examples, not defaults
     # every key but val_fraction (the alternative to data.val, named in its comment)
     assert set(shown) == set(defaults) - {"data.val_fraction"}
     for key, value in defaults.items():
         if key in shown and key not in examples:
             assert shown[key] == value, f"README says {key}: {shown[key]!r}, config.py {value!r}"
-
-
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

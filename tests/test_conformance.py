@@ -29,8 +29,6 @@ from tunewise.train.packing import PackingError, pack, packed_attention, packed_
 from tunewise.train.patches import apply_speed_paths
 from tunewise.train.swiglu import enable_lean_mlp
 
-from .test_training import encoded, grads
-
 WINDOW = 8
 FAMILIES = {  # name: (config class, model class, family settings, lean MLP modules expected)
     "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, {}, 2),
@@ -67,16 +65,14 @@ def tiny_model(name: str, vocab: int, pad_id: int):
 
 
 @pytest.fixture(scope="module")
-def items(chatml_tokenizer, tmp_path_factory):
-    from .conftest import sql_example, write_jsonl
-
+def items(chatml_tokenizer, tmp_path_factory, sql_example, write_jsonl, encoded):
     path = write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", [sql_example(i, 1 + i % 2) for i in range(4)])
     found = encoded(chatml_tokenizer, path)
     assert min(len(x.input_ids) for x in found) > 4 * WINDOW and len({len(x.input_ids) for x in found}) > 1
     return found
 
 
-def own_loss_and_grads(model, batch):
+def own_loss_and_grads(model, batch, grads):
     """The model's own forward with `labels` (mean over trained tokens) times the count: a sum."""
     model.zero_grad()
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
@@ -86,7 +82,7 @@ def own_loss_and_grads(model, batch):
     return (out.loss * n).detach(), grads(model)
 
 
-def tunewise_loss_and_grads(model, batch):
+def tunewise_loss_and_grads(model, batch, grads):
     model.zero_grad()
     loss, _ = summed_loss(model, batch)
     loss.backward()
@@ -95,11 +91,11 @@ def tunewise_loss_and_grads(model, batch):
 
 @pytest.mark.parametrize("name, eager_max_len", [(name, 512) for name in FAMILIES] +
                          [("mistral", 0), ("qwen2", 0), ("gemma2", 0)])  # 0: SDPA's path where it can
-def test_training_path_matches_the_models_own_forward(name, eager_max_len, items, chatml_tokenizer, monkeypatch):
+def test_training_path_matches_the_models_own_forward(name, eager_max_len, items, chatml_tokenizer, monkeypatch, grads):
     monkeypatch.setattr(packing, "EAGER_MAX_LEN", eager_max_len)
     model = tiny_model(name, len(chatml_tokenizer), chatml_tokenizer.pad_token_id)
     padded = collate(items, chatml_tokenizer.pad_token_id)
-    want, want_grads = own_loss_and_grads(model, padded)
+    want, want_grads = own_loss_and_grads(model, padded, grads)
 
     speed = apply_speed_paths(model)
     assert speed.record["lean_mlp"] == {"modules": FAMILIES[name][3]}
@@ -110,7 +106,7 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
                                "training takes the model's own code there"]
     else:
         assert speed.packed and speed.record["packed_attention"] == {"layers": 2} and not speed.notes
-    got, got_grads = tunewise_loss_and_grads(model, pack(items) if speed.packed else padded)
+    got, got_grads = tunewise_loss_and_grads(model, pack(items) if speed.packed else padded, grads)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
     assert got_grads.keys() == want_grads.keys()
     for key, g in got_grads.items():
@@ -119,13 +115,13 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
                                    msg=lambda m, key=key: f"{key}: {m}")
 
 
-def test_lean_mlp_gradients_are_bit_for_bit(items, chatml_tokenizer):
+def test_lean_mlp_gradients_are_bit_for_bit(items, chatml_tokenizer, grads):
     """swiglu.py's docstring: "gradients are bit for bit the same"."""
     model = tiny_model("llama", len(chatml_tokenizer), chatml_tokenizer.pad_token_id)
     batch = collate(items, chatml_tokenizer.pad_token_id)
-    plain, plain_grads = tunewise_loss_and_grads(model, batch)
+    plain, plain_grads = tunewise_loss_and_grads(model, batch, grads)
     assert enable_lean_mlp(model) == 2
-    lean, lean_grads = tunewise_loss_and_grads(model, batch)
+    lean, lean_grads = tunewise_loss_and_grads(model, batch, grads)
     assert torch.equal(lean, plain)
     assert all(torch.equal(lean_grads[k], plain_grads[k]) for k in plain_grads)
 

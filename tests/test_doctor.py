@@ -9,12 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import sql_example
 from tunewise.data.doctor import check
 from tunewise.data.load import DataError, iter_examples, load_examples
 from tunewise.errors import TunewiseError
-
-GOOD = json.dumps(sql_example(1))
 
 
 def write_lines(tmp_path, lines, name="d.jsonl", raw=False):
@@ -23,8 +20,14 @@ def write_lines(tmp_path, lines, name="d.jsonl", raw=False):
     return path
 
 
-def many(n=60, start=0):
-    return [json.dumps(sql_example(start + i)) for i in range(n)]
+@pytest.fixture(scope="session")
+def many(sql_example):
+    """many(n=60, start=0) -> n good JSONL lines"""
+
+    def lines(n=60, start=0):
+        return [json.dumps(sql_example(start + i)) for i in range(n)]
+
+    return lines
 
 
 BAD_LINES = {
@@ -45,7 +48,7 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize("code", sorted(BAD_LINES))
-def test_each_error_class_names_its_line(tmp_path, code):
+def test_each_error_class_names_its_line(tmp_path, code, many):
     lines = many(60)
     lines.insert(41, BAD_LINES[code])  # line 42
     report = check(write_lines(tmp_path, lines))
@@ -63,13 +66,13 @@ def test_missing_vs_null_vs_wrong_type_content(tmp_path):
             load_examples(path)
 
 
-def test_non_utf8_line(tmp_path):
+def test_non_utf8_line(tmp_path, many):
     data = ("\n".join(many(60)) + "\n").encode() + b'{"messages": "\xff\xfe"}\n'
     report = check(write_lines(tmp_path, data, raw=True))
     assert [(f.code, f.line) for f in report.findings if f.level == "error"] == [("not-utf8", 61)]
 
 
-def test_bom_crlf_and_blank_lines_are_legal(tmp_path):
+def test_bom_crlf_and_blank_lines_are_legal(tmp_path, many):
     body = "\r\n".join(many(60)[:30] + ["", "   "] + many(60)[30:]) + "\r\n"
     path = write_lines(tmp_path, b"\xef\xbb\xbf" + body.encode(), raw=True)
     report = check(path)
@@ -77,7 +80,7 @@ def test_bom_crlf_and_blank_lines_are_legal(tmp_path):
     assert [e.line for e in iter_examples(path)][30] == 33  # blank lines still count for numbering
 
 
-def test_dataset_size_thresholds(tmp_path):
+def test_dataset_size_thresholds(tmp_path, many):
     small = check(write_lines(tmp_path, many(20)))
     assert [f.code for f in small.findings if f.level == "error"] == ["too-few-examples"]
     assert check(write_lines(tmp_path, many(20)), allow_small=True).errors == 0
@@ -85,7 +88,7 @@ def test_dataset_size_thresholds(tmp_path):
     assert medium.errors == 0 and any(f.code == "few-examples" for f in medium.findings)
 
 
-def test_duplicates_leakage_roles_system_prompts_and_outliers(tmp_path):
+def test_duplicates_leakage_roles_system_prompts_and_outliers(tmp_path, sql_example, many):
     lines = many(120)
     lines.append(lines[5])  # exact duplicate of line 6 -> line 121
     near = sql_example(7)
@@ -110,7 +113,7 @@ def test_duplicates_leakage_roles_system_prompts_and_outliers(tmp_path):
     assert report.errors == 0
 
 
-def test_large_file_is_streamed_in_bounded_memory(tmp_path):
+def test_large_file_is_streamed_in_bounded_memory(tmp_path, sql_example):
     """Memory grows by a few hashes per example, never with the text: a 12 MB file of 4 KB
     examples is checked in a small fraction of its size."""
     path = tmp_path / "big.jsonl"
@@ -128,7 +131,7 @@ def test_large_file_is_streamed_in_bounded_memory(tmp_path):
     assert peak < 0.1 * path.stat().st_size, f"peak {peak} bytes for a {path.stat().st_size}-byte file"
 
 
-def test_a_one_megabyte_line_is_fine(tmp_path):
+def test_a_one_megabyte_line_is_fine(tmp_path, sql_example, many):
     big = sql_example(1)
     big["messages"][1]["content"] = "x" * 1_000_000
     report = check(write_lines(tmp_path, many(60) + [json.dumps(big)]))
@@ -143,13 +146,19 @@ def with_template(tokenizer, template):
     return tok
 
 
-def template_errors(tmp_path, tokenizer, turns=1):
-    path = write_lines(tmp_path, [json.dumps(sql_example(i, turns=turns)) for i in range(60)])
-    report = check(path, tokenizer=tokenizer, max_seq_len=512)
-    return {f.code for f in report.findings if f.level == "error"}, report
+@pytest.fixture(scope="session")
+def template_errors(sql_example):
+    """template_errors(tmp_path, tokenizer, turns=1) -> (error codes, report) of 60 examples checked with tokenizer"""
+
+    def errors(tmp_path, tokenizer, turns=1):
+        path = write_lines(tmp_path, [json.dumps(sql_example(i, turns=turns)) for i in range(60)])
+        report = check(path, tokenizer=tokenizer, max_seq_len=512)
+        return {f.code for f in report.findings if f.level == "error"}, report
+
+    return errors
 
 
-def test_good_template_passes_with_stats_and_preview(tmp_path, chatml_tokenizer):
+def test_good_template_passes_with_stats_and_preview(tmp_path, chatml_tokenizer, template_errors):
     errors, report = template_errors(tmp_path, chatml_tokenizer, turns=2)
     assert errors == set()
     stats = next(iter(report.stats["tokens"].values()))
@@ -172,13 +181,13 @@ BROKEN_TEMPLATES = {  # code: (a template that breaks that rule, assistant turns
 
 
 @pytest.mark.parametrize("code", sorted(BROKEN_TEMPLATES))
-def test_template_breaking_a_rule_is_an_error(tmp_path, chatml_tokenizer, code):
+def test_template_breaking_a_rule_is_an_error(tmp_path, chatml_tokenizer, code, template_errors):
     template, turns = BROKEN_TEMPLATES[code]
     errors, _ = template_errors(tmp_path, with_template(chatml_tokenizer, template), turns=turns)
     assert code.strip() in errors
 
 
-def test_no_stop_token_at_all_names_the_config_key(tmp_path, chatml_tokenizer):
+def test_no_stop_token_at_all_names_the_config_key(tmp_path, chatml_tokenizer, template_errors):
     """A template with no end-of-turn and a model with no EOS: the fix is data.end_of_turn."""
     tok = with_template(chatml_tokenizer, "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}"
                                           "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
@@ -188,7 +197,7 @@ def test_no_stop_token_at_all_names_the_config_key(tmp_path, chatml_tokenizer):
     assert any("data.end_of_turn" in f.message for f in report.findings)
 
 
-def test_doubled_bos(tmp_path, llama3_tokenizer):
+def test_doubled_bos(tmp_path, llama3_tokenizer, template_errors):
     tok = with_template(llama3_tokenizer, "{{ bos_token }}" + llama3_tokenizer.chat_template)
     tok.add_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
     tok.bos_token, tok.eos_token = "<|begin_of_text|>", "<|eot_id|>"
@@ -196,7 +205,7 @@ def test_doubled_bos(tmp_path, llama3_tokenizer):
     assert "double-bos" in errors
 
 
-def test_truncation_and_lost_assistant_share(tmp_path, chatml_tokenizer):
+def test_truncation_and_lost_assistant_share(tmp_path, chatml_tokenizer, many):
     path = write_lines(tmp_path, many(60))
     report = check(path, tokenizer=chatml_tokenizer, max_seq_len=40)
     stats = report.stats["tokens"][str(path)]
@@ -204,14 +213,14 @@ def test_truncation_and_lost_assistant_share(tmp_path, chatml_tokenizer):
     assert any(f.code == "truncated" for f in report.findings)
 
 
-def test_no_chat_template(tmp_path, chatml_tokenizer):
+def test_no_chat_template(tmp_path, chatml_tokenizer, template_errors):
     tok = with_template(chatml_tokenizer, None)
     tok.chat_template = None
     errors, _ = template_errors(tmp_path, tok)
     assert errors == {"no-chat-template"}
 
 
-def test_cli_json_shape_and_exit_codes(tmp_path):
+def test_cli_json_shape_and_exit_codes(tmp_path, many):
     good = write_lines(tmp_path, many(120), name="good.jsonl")
     bad = write_lines(tmp_path, many(60) + ['{"messages": ['], name="bad.jsonl")
     run = lambda *a: subprocess.run([sys.executable, "-m", "tunewise.cli", "data", "check", *a],

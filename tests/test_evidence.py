@@ -6,7 +6,6 @@ from html.parser import HTMLParser
 import pytest
 import torch
 
-from tests.conftest import write_jsonl
 from tunewise.config import Config
 from tunewise.evaluate.compare import compare
 from tunewise.evaluate.report import render_html
@@ -17,9 +16,7 @@ from tunewise.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_model_dir):
-    from tests.conftest import sql_example
-
+def tiny_run(tmp_path_factory, tiny_model_dir, sql_example, write_jsonl):
     root = tmp_path_factory.mktemp("run")
     tr = write_jsonl(root / "train.jsonl", [sql_example(i) for i in range(16)])
     va = write_jsonl(root / "val.jsonl", [sql_example(50 + i) for i in range(4)])

@@ -13,8 +13,6 @@ from tunewise.train.loss import summed_loss
 from tunewise.train.packing import PackedLayout, is_packed, pack
 from tunewise.train.patches import enable_packing
 
-from .test_training import encoded, grads, lora_model
-
 
 def _nonzero_adapters(model):
     with torch.no_grad():
@@ -23,7 +21,7 @@ def _nonzero_adapters(model):
                 p.normal_(0, 0.02)
 
 
-def test_packing_keeps_every_example_labels(chatml_tokenizer, sql_data):
+def test_packing_keeps_every_example_labels(chatml_tokenizer, sql_data, encoded):
     items = encoded(chatml_tokenizer, sql_data[0])[:5]
     batch = pack(items)
     assert batch["input_ids"].shape == (1, sum(len(x.input_ids) for x in items))  # not one pad token
@@ -40,7 +38,7 @@ def test_packing_keeps_every_example_labels(chatml_tokenizer, sql_data):
 
 @pytest.mark.parametrize("eager_max_len", [512, 0], ids=["matmul-attention", "sdpa"])
 def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, chatml_tokenizer, sql_data,
-                                                          monkeypatch, eager_max_len):
+                                                          monkeypatch, eager_max_len, lora_model, encoded, grads):
     monkeypatch.setattr(packing, "EAGER_MAX_LEN", eager_max_len)
     model = lora_model(tiny_model_dir)
     _nonzero_adapters(model)
@@ -60,7 +58,8 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, chatml
         torch.testing.assert_close(g, g_padded[name], rtol=1e-4, atol=1e-6)
 
 
-def test_packed_model_still_generates_like_the_library_default(tiny_model_dir, chatml_tokenizer, sql_data):
+def test_packed_model_still_generates_like_the_library_default(tiny_model_dir, chatml_tokenizer, sql_data, lora_model,
+                                                               encoded):
     """Unpacked calls (left-padded generation) fall back to transformers' SDPA path and mask."""
     model = lora_model(tiny_model_dir).eval()
     _nonzero_adapters(model)
@@ -120,7 +119,8 @@ def test_dropped_linear_equals_dropout_then_linear():
     torch.testing.assert_close(layer.eval()(x), reference(x))  # eval: a plain Linear
 
 
-def test_lora_dropout_is_fused_and_adapters_keep_their_keys(tiny_model_dir, chatml_tokenizer, sql_data):
+def test_lora_dropout_is_fused_and_adapters_keep_their_keys(tiny_model_dir, chatml_tokenizer, sql_data, lora_model,
+                                                            encoded):
     model = lora_model(tiny_model_dir, dropout=0.1)
     downs = [m for m in model.modules() if isinstance(m, DroppedLinear)]
     assert downs and all(d.p == 0.1 for d in downs)
@@ -174,7 +174,7 @@ def test_recomputed_softmax_and_silu_give_autograd_gradients_with_less_kept():
         assert len(kept[1]) < len(kept[0])  # keeps only its inputs; autograd also keeps intermediates
 
 
-def test_lean_mlp_only_touches_llama_style_silu_mlps(tiny_model_dir):
+def test_lean_mlp_only_touches_llama_style_silu_mlps(tiny_model_dir, lora_model):
     model = lora_model(tiny_model_dir)
     layers = model.get_base_model().config.num_hidden_layers
     assert swiglu.enable_lean_mlp(model) == layers

@@ -7,8 +7,6 @@ import sys
 from tunewise.data.preview import preview
 from tunewise.data.targets import target_options
 
-from .test_templates import CONVERSATIONS, WITH_REASONING, family_tokenizer
-
 TUNEWISE = [sys.executable, "-m", "tunewise.cli"]
 
 
@@ -17,9 +15,10 @@ def write(path, rows):
     return path
 
 
-def test_cli_json_is_the_contract_and_refusals_exit_1(tmp_path, smol_dir, chatml_tokenizer):
-    rows = [{"messages": CONVERSATIONS["system+2"]}, {"prompt": "Say hi", "completion": "hi"},
-            {"messages": WITH_REASONING["reasoning_content"]}]  # ChatML drops reasoning: refused
+def test_cli_json_is_the_contract_and_refusals_exit_1(tmp_path, smol_dir, chatml_tokenizer, conversations,
+                                                       with_reasoning):
+    rows = [{"messages": conversations["system+2"]}, {"prompt": "Say hi", "completion": "hi"},
+            {"messages": with_reasoning["reasoning_content"]}]  # ChatML drops reasoning: refused
     data = write(tmp_path / "d.jsonl", rows)
     proc = subprocess.run(TUNEWISE + ["data", "preview", str(data), "--model", str(smol_dir), "--json"],
                           capture_output=True, text=True, timeout=300)
@@ -28,7 +27,7 @@ def test_cli_json_is_the_contract_and_refusals_exit_1(tmp_path, smol_dir, chatml
     assert [e["line"] for e in examples] == [1, 2, 3]
     (seq,) = examples[0]["sequences"]
     text = "".join(s["text"] for s in seq["segments"])
-    assert text == chatml_tokenizer.apply_chat_template(CONVERSATIONS["system+2"], tokenize=False).rstrip()
+    assert text == chatml_tokenizer.apply_chat_template(conversations["system+2"], tokenize=False).rstrip()
     assert [s["text"] for s in seq["segments"] if s["trained"]] == ["ANSWER alpha<|im_end|>", "ANSWER beta<|im_end|>"]
     assert examples[2]["error"]["code"] == "reasoning-dropped" and "d.jsonl:3" in examples[2]["error"]["message"]
 
@@ -40,9 +39,10 @@ def test_cli_json_is_the_contract_and_refusals_exit_1(tmp_path, smol_dir, chatml
     assert "⟦hi<|im_end|>⟧" in proc.stdout  # no terminal: trained text marked, not coloured
 
 
-def test_preview_of_a_reasoning_template_shows_one_sequence_per_turn(chatml_tokenizer, tmp_path):
+def test_preview_of_a_reasoning_template_shows_one_sequence_per_turn(chatml_tokenizer, tmp_path, family_tokenizer,
+                                                                    with_reasoning):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "qwen3-strips-past-reasoning")
-    data = write(tmp_path / "r.jsonl", [{"messages": WITH_REASONING["reasoning_content"]}])
+    data = write(tmp_path / "r.jsonl", [{"messages": with_reasoning["reasoning_content"]}])
     (item,) = preview(data, tok, options)
     first, second = item["sequences"]
     assert [s["trained"] for s in first["segments"]] == [False, True]
@@ -52,11 +52,11 @@ def test_preview_of_a_reasoning_template_shows_one_sequence_per_turn(chatml_toke
     assert second["segments"][1]["text"].startswith("<think>\nREASONING second\n</think>")
 
 
-def test_preview_and_training_tokenize_the_same_text(chatml_tokenizer):
+def test_preview_and_training_tokenize_the_same_text(chatml_tokenizer, conversations):
     from tunewise.data.load import to_example
     from tunewise.data.masking import encode
 
-    example = to_example({"messages": CONVERSATIONS["system+2"]})
+    example = to_example({"messages": conversations["system+2"]})
     options = target_options(chatml_tokenizer)
     (enc,) = encode(chatml_tokenizer, example, 4096, "", options)
     (seq,) = next(iter(preview_rows(chatml_tokenizer, example, options)))

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from tests.conftest import sql_example, write_jsonl, write_tiny_model
 from tunewise.config import load_config
 from tunewise.errors import TunewiseError
 from tunewise.train import loop
@@ -21,22 +20,28 @@ from tunewise.train.guards import SpikeGuard
 
 
 @pytest.fixture(scope="module")
-def slow_tiny_model(tmp_path_factory, chatml_tokenizer):
+def slow_tiny_model(tmp_path_factory, chatml_tokenizer, write_tiny_model):
     """Big enough that a run lasts seconds, so a kill lands mid-run."""
     return write_tiny_model(tmp_path_factory.mktemp("slow") / "model", chatml_tokenizer, hidden=256, layers=4)
 
 
-def write_config(tmp_path, model_dir, out, **train):
-    write_jsonl(tmp_path / "train.jsonl", [sql_example(i, turns=1 + i % 3) for i in range(60)])
-    write_jsonl(tmp_path / "val.jsonl", [sql_example(200 + i) for i in range(8)])
-    settings_ = {"batch_size": 4, "max_steps": 24, "save_every": 2, "eval_every": 4, "lr": 3e-3,
-                 "early_stopping_patience": None, **train}
-    config = {"model": {"name": str(model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
-              "data": {"train": "train.jsonl", "val": "val.jsonl", "max_seq_len": 128}, "train": settings_,
-              "output_dir": str(out)}
-    path = tmp_path / f"{out.name}.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
+@pytest.fixture
+def write_config(sql_example, write_jsonl):
+    """write_config(tmp_path, model_dir, out, **train) -> a config file over fresh SQL data in tmp_path"""
+
+    def write(tmp_path, model_dir, out, **train):
+        write_jsonl(tmp_path / "train.jsonl", [sql_example(i, turns=1 + i % 3) for i in range(60)])
+        write_jsonl(tmp_path / "val.jsonl", [sql_example(200 + i) for i in range(8)])
+        settings_ = {"batch_size": 4, "max_steps": 24, "save_every": 2, "eval_every": 4, "lr": 3e-3,
+                     "early_stopping_patience": None, **train}
+        config = {"model": {"name": str(model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.1},
+                  "data": {"train": "train.jsonl", "val": "val.jsonl", "max_seq_len": 128}, "train": settings_,
+                  "output_dir": str(out)}
+        path = tmp_path / f"{out.name}.yaml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        return path
+
+    return write
 
 
 def tunewise(*args, cwd):
@@ -44,7 +49,7 @@ def tunewise(*args, cwd):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_kill_9_then_resume_gives_the_same_adapter(tmp_path, slow_tiny_model):
+def test_kill_9_then_resume_gives_the_same_adapter(tmp_path, slow_tiny_model, write_config):
     whole = write_config(tmp_path, slow_tiny_model, tmp_path / "whole")
     killed = write_config(tmp_path, slow_tiny_model, tmp_path / "killed")
     proc = tunewise("train", str(killed), cwd=tmp_path)
@@ -74,7 +79,7 @@ def test_kill_9_then_resume_gives_the_same_adapter(tmp_path, slow_tiny_model):
     assert steps == list(range(1, 25))  # one clean history, no duplicated steps
 
 
-def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch):
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch, write_config):
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "nan"))
     real = loop.summed_loss
     calls = {"n": 0}
@@ -95,7 +100,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, 
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_loss_spike_is_reported_with_the_guides_advice(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_loss_spike_is_reported_with_the_guides_advice(tmp_path, tiny_model_dir, monkeypatch, capsys, write_config):
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "spike", max_steps=16, eval_every=100))
     real = loop.accumulate_gradients
     steps = {"n": 0}
@@ -122,7 +127,7 @@ def test_spike_guard_detects_oscillation():
     assert not any(steady.update(s, 1.0 + 0.05 * (s % 3)) for s in range(1, 60))
 
 
-def test_overfitting_is_reported_with_its_start(tmp_path, tiny_model_dir, monkeypatch):
+def test_overfitting_is_reported_with_its_start(tmp_path, tiny_model_dir, monkeypatch, write_config):
     """Real training (train loss falls) with a scripted validation curve that bottoms out at step 8:
     the run reports overfitting since step 8 and adapter/ is the step-8 adapter, not the last."""
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "overfit", max_steps=40, eval_every=4,
@@ -143,14 +148,14 @@ def test_overfitting_is_reported_with_its_start(tmp_path, tiny_model_dir, monkey
     assert any(not torch.equal(best[k], last[k]) for k in best)
 
 
-def test_unwritable_output_dir_is_one_clear_error(tmp_path, tiny_model_dir):
+def test_unwritable_output_dir_is_one_clear_error(tmp_path, tiny_model_dir, write_config):
     (tmp_path / "a-file").write_text("x")
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "a-file" / "run"))
     with pytest.raises(TunewiseError, match="cannot write to output_dir"):
         loop.train(cfg)
 
 
-def test_full_disk_keeps_earlier_checkpoints(tmp_path, tiny_model_dir, monkeypatch):
+def test_full_disk_keeps_earlier_checkpoints(tmp_path, tiny_model_dir, monkeypatch, write_config):
     import errno
 
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "full", max_steps=8))

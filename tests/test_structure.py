@@ -89,3 +89,19 @@ def test_no_package_import_cycle():
     for unit in sorted(edges):
         if unit not in state:
             visit(unit, [unit])
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize("path", sorted(TESTS.glob("*.py")), ids=lambda p: p.name)
+def test_test_modules_import_no_test_module_nor_conftest(path):
+    """Shared helpers are conftest fixtures: importing conftest directly can load it a second time under
+    another name, and importing a test module ties its tests to another module's internals."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "tests"):
+            found.append("." * node.level + (node.module or "") + ": " + ", ".join(a.name for a in node.names))
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "tests"]
+    assert found == [], f"{path.name} imports from the tests package: {found}"

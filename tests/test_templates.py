@@ -1,15 +1,13 @@
 """Every template family trains what the model generates at inference, checked by one oracle.
 
-The templates below are small Jinja templates written here that behave like each family's
-published one, put on the bundled tokenizer with the family's special tokens. For every
+The templates (conftest's `template_families`) are small Jinja templates that behave like each
+family's published one, put on the bundled tokenizer with the family's special tokens. For every
 conversation (system + one turn, one turn, system + two turns, plus reasoning and tool variants)
 the oracle checks: the text before each trained run is exactly the inference prompt
 `render(messages[:i], add_generation_prompt=True)`; the run holds the turn's content (and
 reasoning) and ends with a token that stops generation; no system, user or tool-result text is
 trained; every trained turn is trained exactly once and weight-0 turns never.
 """
-
-import json
 
 import pytest
 
@@ -18,103 +16,26 @@ from tunewise.data.masking import encode
 from tunewise.data.targets import TargetOptions, build_sequences, first_turn_prompt, target_options, template_messages
 from tunewise.data.template import TemplateCheckError, render
 
+# the texts conftest's conversations are written with (test_fixtures_are_what_the_tests_name checks)
 SYS, Q1, A1, Q2, A2 = "SYSPROMPT zeta", "QUESTION one", "ANSWER alpha", "QUESTION two", "ANSWER beta"
 R1, R2 = "REASONING first", "REASONING second"
+CONVERSATION_NAMES = ("1", "system+1", "system+2")  # conftest's `conversations`
+REASONING_VARIANTS = ("inline-think", "reasoning_content")  # conftest's `with_reasoning`
 
-CONVERSATIONS = {
-    "system+1": [{"role": "system", "content": SYS}, {"role": "user", "content": Q1},
-                 {"role": "assistant", "content": A1}],
-    "1": [{"role": "user", "content": Q1}, {"role": "assistant", "content": A1}],
-    "system+2": [{"role": "system", "content": SYS}, {"role": "user", "content": Q1},
-                 {"role": "assistant", "content": A1}, {"role": "user", "content": Q2},
-                 {"role": "assistant", "content": A2}],
-}
-WITH_REASONING = {  # the same two turns with reasoning, once as a field and once inline
-    "reasoning_content": [{"role": "user", "content": Q1},
-                          {"role": "assistant", "content": A1, "reasoning_content": R1},
-                          {"role": "user", "content": Q2},
-                          {"role": "assistant", "content": A2, "reasoning_content": R2}],
-    "inline-think": [{"role": "user", "content": Q1},
-                     {"role": "assistant", "content": f"<think>\n{R1}\n</think>\n\n{A1}"},
-                     {"role": "user", "content": Q2},
-                     {"role": "assistant", "content": f"<think>\n{R2}\n</think>\n\n{A2}"}],
-}
-
-CHATML_BODY = ("{% for m in messages %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{% endfor %}"
-               "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
-FAMILIES = {
-    # name: (template, special tokens, bos, eos, generation_config eos ids as tokens)
-    "llama3-date-header": (
-        "{{ bos_token }}{% if messages[0].role == 'system' %}{% set sys = messages[0].content %}"
-        "{% set msgs = messages[1:] %}{% else %}{% set sys = '' %}{% set msgs = messages %}{% endif %}"
-        "{{ '<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: '"
-        " + strftime_now('%d %b %Y') + '\n\n' + sys + '<|eot_id|>' }}"
-        "{% for m in msgs %}{{ '<|start_header_id|>' + m.role + '<|end_header_id|>\n\n' + m.content | trim"
-        " + '<|eot_id|>' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
-        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-        "<|begin_of_text|>", "<|eot_id|>", ["<|eot_id|>"]),
-    "qwen3-strips-past-reasoning": (
-        "{% set ns = namespace(last_user=-1) %}{% for m in messages %}{% if m.role == 'user' %}"
-        "{% set ns.last_user = loop.index0 %}{% endif %}{% endfor %}"
-        "{% for m in messages %}{% if m.role == 'assistant' %}{% set content = m.content %}{% set r = '' %}"
-        "{% if m.reasoning_content is defined and m.reasoning_content is not none %}{% set r = m.reasoning_content %}"
-        "{% elif '</think>' in content %}{% set r = content.split('</think>')[0].split('<think>')[-1].strip('\n') %}"
-        "{% set content = content.split('</think>')[-1].lstrip('\n') %}{% endif %}"
-        "{% if loop.index0 > ns.last_user and (loop.last or r) %}"
-        "{{ '<|im_start|>assistant\n<think>\n' + r.strip('\n') + '\n</think>\n\n' + content.lstrip('\n') "
-        "+ '<|im_end|>\n' }}"
-        "{% else %}{{ '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}{% endif %}"
-        "{% else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
-        ["<think>", "</think>"], None, "<|im_end|>", ["<|im_end|>", "<|endoftext|>"]),
-    "deepseek-r1-think-in-prompt": (
-        "{{ bos_token }}{% if messages[0].role == 'system' %}{{ messages[0].content }}{% endif %}"
-        "{% for m in messages %}{% if m.role == 'user' %}{{ '<｜User｜>' + m.content }}"
-        "{% elif m.role == 'assistant' %}{% set c = m.content %}{% if '</think>' in c %}"
-        "{% set c = c.split('</think>')[-1] %}{% endif %}{{ '<｜Assistant｜>' + c + '<｜end▁of▁sentence｜>' }}"
-        "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\n' }}{% endif %}",
-        ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"],
-        "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", ["<｜end▁of▁sentence｜>"]),
-    "gemma4-thought-channel": (
-        "{{ bos_token }}{% for m in messages %}{{ '<|turn>' + ('model' if m.role == 'assistant' else m.role) + '\n'"
-        " + m.content + '<turn|>\n' }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|turn>model\n<|channel>thought\n<channel|>' }}{% endif %}",
-        ["<bos>", "<|turn>", "<turn|>", "<|channel>", "<channel|>"], "<bos>", "<turn|>", ["<turn|>"]),
-    "mistral-v0.3-system-in-last-user": (
-        "{% if messages[0].role == 'system' %}{% set system = messages[0].content %}"
-        "{% set loop_messages = messages[1:] %}{% else %}{% set loop_messages = messages %}{% endif %}"
-        "{{ bos_token }}{% for m in loop_messages %}{% if m.role == 'user' %}"
-        "{% if loop.last and system is defined %}{{ '[INST] ' + system + '\n\n' + m.content + '[/INST]' }}"
-        "{% else %}{{ '[INST] ' + m.content + '[/INST]' }}{% endif %}"
-        "{% elif m.role == 'assistant' %}{{ ' ' + m.content + eos_token }}{% endif %}{% endfor %}",
-        ["<s>", "</s>", "[INST]", "[/INST]"], "<s>", "</s>", ["</s>"]),
-    "glm-no-end-of-turn": (
-        "[gMASK]<sop>{% for m in messages %}{{ '<|' + m.role + '|>\n' + m.content }}{% endfor %}"
-        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}",
-        ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>"],
-        None, "<|endoftext|>", ["<|endoftext|>", "<|user|>", "<|observation|>"]),
-    "chatml-plain": (CHATML_BODY, [], None, "<|im_end|>", ["<|im_end|>"]),
-}
 REASONING_FAMILIES = ("qwen3-strips-past-reasoning", "deepseek-r1-think-in-prompt")
 # how each family must come out: one sequence for the whole conversation, or one per trained turn
 MULTI_TURN_SEQUENCES = {"llama3-date-header": 1, "chatml-plain": 1, "glm-no-end-of-turn": 1,
                         "qwen3-strips-past-reasoning": 2, "deepseek-r1-think-in-prompt": 2,
                         "gemma4-thought-channel": 2, "mistral-v0.3-system-in-last-user": 2}
+FAMILY_NAMES = tuple(sorted(MULTI_TURN_SEQUENCES))  # conftest's `template_families`
 
 
-def family_tokenizer(chatml_tokenizer, tmp_path, name):
-    template, specials, bos, eos, stops = FAMILIES[name]
-    tok = chatml_tokenizer.__class__.from_pretrained(chatml_tokenizer.name_or_path)
-    tok.add_tokens(specials, special_tokens=True)
-    if bos:
-        tok.bos_token = bos
-    tok.eos_token = eos
-    tok.chat_template = template
-    ids = [tok.convert_tokens_to_ids(t) for t in stops]
-    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": ids}))
-    return tok, target_options(tok, str(tmp_path))
+def test_fixtures_are_what_the_tests_name(conversations, with_reasoning, template_families):
+    """The parametrized names above cover every conversation and family, written with the texts above."""
+    assert sorted(template_families) == list(FAMILY_NAMES) and set(REASONING_FAMILIES) <= set(FAMILY_NAMES)
+    assert sorted(conversations) == list(CONVERSATION_NAMES) and sorted(with_reasoning) == list(REASONING_VARIANTS)
+    assert [m["content"] for m in conversations["system+2"]] == [SYS, Q1, A1, Q2, A2]
+    assert [m.get("reasoning_content") for m in with_reasoning["reasoning_content"]] == [None, R1, None, R2]
 
 
 def check_oracle(tok, example, options, sequences):
@@ -143,11 +64,12 @@ def check_oracle(tok, example, options, sequences):
     assert sorted(trained_turns) == expected
 
 
-@pytest.mark.parametrize("conversation", sorted(CONVERSATIONS))
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_trains_what_inference_asks(chatml_tokenizer, tmp_path, family, conversation):
+@pytest.mark.parametrize("conversation", CONVERSATION_NAMES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_family_trains_what_inference_asks(chatml_tokenizer, tmp_path, family, conversation, family_tokenizer,
+                                                 conversations):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, family)
-    example = to_example({"messages": CONVERSATIONS[conversation]})
+    example = to_example({"messages": conversations[conversation]})
     sequences = build_sequences(tok, example, options)
     check_oracle(tok, example, options, sequences)
     if conversation == "system+2":
@@ -156,11 +78,12 @@ def test_every_family_trains_what_inference_asks(chatml_tokenizer, tmp_path, fam
     assert len(encoded) == len(sequences) and all(e.n_trained > 0 for e in encoded)
 
 
-@pytest.mark.parametrize("variant", sorted(WITH_REASONING))
+@pytest.mark.parametrize("variant", REASONING_VARIANTS)
 @pytest.mark.parametrize("family", REASONING_FAMILIES)
-def test_reasoning_is_trained_where_the_model_writes_it(chatml_tokenizer, tmp_path, family, variant):
+def test_reasoning_is_trained_where_the_model_writes_it(chatml_tokenizer, tmp_path, family, variant, family_tokenizer,
+                                                        with_reasoning):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, family)
-    example = to_example({"messages": WITH_REASONING[variant]})
+    example = to_example({"messages": with_reasoning[variant]})
     sequences = build_sequences(tok, example, options)
     check_oracle(tok, example, options, sequences)
     runs = [s.text for seq in sequences for s in seq.segments if s.trained]
@@ -168,47 +91,49 @@ def test_reasoning_is_trained_where_the_model_writes_it(chatml_tokenizer, tmp_pa
     assert all(r.count("</think>") == 1 and f"</think>\n\n{a}" in r for r, a in zip(runs, (A1, A2)))
 
 
-def test_r1_without_reasoning_trains_the_empty_think_block(chatml_tokenizer, tmp_path):
+def test_r1_without_reasoning_trains_the_empty_think_block(chatml_tokenizer, tmp_path, family_tokenizer, conversations):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "deepseek-r1-think-in-prompt")
-    (seq,) = build_sequences(tok, to_example({"messages": CONVERSATIONS["1"]}), options)
+    (seq,) = build_sequences(tok, to_example({"messages": conversations["1"]}), options)
     assert seq.segments[0].text.endswith("<｜Assistant｜><think>\n")
     assert seq.segments[1].text == f"\n</think>\n\n{A1}<｜end▁of▁sentence｜>"
 
 
-def test_glm_trains_the_next_role_tag_as_its_stop_token(chatml_tokenizer, tmp_path):
+def test_glm_trains_the_next_role_tag_as_its_stop_token(chatml_tokenizer, tmp_path, family_tokenizer, conversations):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm-no-end-of-turn")
-    (seq,) = build_sequences(tok, to_example({"messages": CONVERSATIONS["system+2"]}), options)
+    (seq,) = build_sequences(tok, to_example({"messages": conversations["system+2"]}), options)
     assert [s.text for s in seq.segments if s.trained] == [f"\n{A1}<|user|>", f"\n{A2}<|user|>"]
 
 
-def test_gemma4_refuses_reasoning_after_a_closed_thought_channel(chatml_tokenizer, tmp_path):
+def test_gemma4_refuses_reasoning_after_a_closed_thought_channel(chatml_tokenizer, tmp_path, family_tokenizer,
+                                                                 with_reasoning):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "gemma4-thought-channel")
     with pytest.raises(TemplateCheckError) as err:
-        build_sequences(tok, to_example({"messages": WITH_REASONING["reasoning_content"]}), options, "t.jsonl:4")
+        build_sequences(tok, to_example({"messages": with_reasoning["reasoning_content"]}), options, "t.jsonl:4")
     assert err.value.code == "reasoning-not-trainable" and "t.jsonl:4" in str(err.value)
 
 
-def test_reasoning_a_template_drops_is_refused(chatml_tokenizer, tmp_path):
+def test_reasoning_a_template_drops_is_refused(chatml_tokenizer, tmp_path, family_tokenizer, with_reasoning):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "chatml-plain")
     with pytest.raises(TemplateCheckError) as err:
-        build_sequences(tok, to_example({"messages": WITH_REASONING["reasoning_content"]}), options, "t.jsonl:2")
+        build_sequences(tok, to_example({"messages": with_reasoning["reasoning_content"]}), options, "t.jsonl:2")
     assert err.value.code == "reasoning-dropped"
 
 
-NO_SYSTEM = ("{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
-             + CHATML_BODY)
+# put before a template: one that refuses a system message
+NO_SYSTEM = "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
 
 
-def test_template_without_system_role_names_its_message_and_the_fix(chatml_tokenizer, tmp_path):
+def test_template_without_system_role_names_its_message_and_the_fix(chatml_tokenizer, tmp_path, family_tokenizer,
+                                                                    conversations):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "chatml-plain")
-    tok.chat_template = NO_SYSTEM
+    tok.chat_template = NO_SYSTEM + tok.chat_template  # chatml-plain's
     with pytest.raises(TemplateCheckError) as err:
-        build_sequences(tok, to_example({"messages": CONVERSATIONS["system+1"]}), options, "train.jsonl:7")
+        build_sequences(tok, to_example({"messages": conversations["system+1"]}), options, "train.jsonl:7")
     message = str(err.value)
     assert "train.jsonl:7" in message and "System role not supported" in message
     assert "data.fold_system_prompt: true" in message
     folded = TargetOptions(options.stop_ids, fold_system_prompt=True)
-    example = to_example({"messages": CONVERSATIONS["system+2"]})
+    example = to_example({"messages": conversations["system+2"]})
     sequences = build_sequences(tok, example, folded)
     check_oracle(tok, example, folded, sequences)
     assert f"user\n{SYS}\n\n{Q1}" in sequences[0].text  # folded into the first user turn, untrained
@@ -235,7 +160,7 @@ TOOL_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def test_tool_calls_are_trained_and_tool_results_are_not(chatml_tokenizer, tmp_path):
+def test_tool_calls_are_trained_and_tool_results_are_not(chatml_tokenizer, tmp_path, family_tokenizer):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "chatml-plain")
     tok.chat_template = TOOL_TEMPLATE
     example = to_example({"messages": TOOL_CHAT, "tools": TOOLS})
@@ -246,17 +171,17 @@ def test_tool_calls_are_trained_and_tool_results_are_not(chatml_tokenizer, tmp_p
     assert "# Tools" in seq.segments[0].text and "TOOLRESULT" not in "".join(runs)
 
 
-def test_template_that_needs_a_tools_list_gets_one(chatml_tokenizer, tmp_path):
+def test_template_that_needs_a_tools_list_gets_one(chatml_tokenizer, tmp_path, family_tokenizer, conversations):
     """Phi-4-mini's template loops over `tools` unguarded: None fails, an empty list renders."""
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "chatml-plain")
-    tok.chat_template = "{% for t in tools %}{{ t | tojson }}{% endfor %}" + CHATML_BODY
-    example = to_example({"messages": CONVERSATIONS["system+2"]})
+    tok.chat_template = "{% for t in tools %}{{ t | tojson }}{% endfor %}" + tok.chat_template  # chatml-plain's
+    example = to_example({"messages": conversations["system+2"]})
     check_oracle(tok, example, options, build_sequences(tok, example, options))
 
 
-def test_weight_zero_turns_are_context(chatml_tokenizer, tmp_path):
+def test_weight_zero_turns_are_context(chatml_tokenizer, tmp_path, family_tokenizer, conversations):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "chatml-plain")
-    messages = [dict(m) for m in CONVERSATIONS["system+2"]]
+    messages = [dict(m) for m in conversations["system+2"]]
     messages[2]["weight"] = 0
     example = to_example({"messages": messages})
     (seq,) = build_sequences(tok, example, options)
@@ -281,7 +206,7 @@ GLM_TOOLS = ("[gMASK]<sop>{% for m in messages %}{% set role = 'observation' if 
              "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
 
 
-def test_glm_tool_call_stops_on_the_tag_the_template_writes_next(chatml_tokenizer, tmp_path):
+def test_glm_tool_call_stops_on_the_tag_the_template_writes_next(chatml_tokenizer, tmp_path, family_tokenizer):
     """After a tool call GLM writes <|observation|>, not <|user|>: the run learns the real next tag."""
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm-no-end-of-turn")
     tok.chat_template = GLM_TOOLS
@@ -292,15 +217,15 @@ def test_glm_tool_call_stops_on_the_tag_the_template_writes_next(chatml_tokenize
     assert runs[0].endswith("<|observation|>") and runs[1] == f"\n{A1}<|user|>"
 
 
-def test_trailing_whitespace_in_content_keeps_one_sequence(chatml_tokenizer, tmp_path):
+def test_trailing_whitespace_in_content_keeps_one_sequence(chatml_tokenizer, tmp_path, family_tokenizer, conversations):
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm-no-end-of-turn")
-    messages = [dict(m) for m in CONVERSATIONS["system+2"]]
+    messages = [dict(m) for m in conversations["system+2"]]
     messages[2]["content"] = A1 + "\n"
     (seq,) = build_sequences(tok, to_example({"messages": messages}), options)
     assert [s.text for s in seq.segments if s.trained][0] == f"\n{A1}\n<|user|>"
 
 
-def test_inline_reasoning_whose_answer_quotes_the_question(chatml_tokenizer, tmp_path):
+def test_inline_reasoning_whose_answer_quotes_the_question(chatml_tokenizer, tmp_path, family_tokenizer):
     """The answer repeats the user's words: the history anchor must be found before the answer."""
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "deepseek-r1-think-in-prompt")
     answer = f"You asked: {Q1}. {A1}"
@@ -310,7 +235,7 @@ def test_inline_reasoning_whose_answer_quotes_the_question(chatml_tokenizer, tmp
     assert seq.segments[1].text == f"{R1}\n</think>\n\n{answer}<｜end▁of▁sentence｜>"
 
 
-def test_known_end_of_turn_tokens_stop_without_a_generation_config(chatml_tokenizer):
+def test_known_end_of_turn_tokens_stop_without_a_generation_config(chatml_tokenizer, conversations):
     """A model named by hub id offline has no generation_config at hand: Gemma's <end_of_turn>
     still counts as its stop token, so nothing is appended after it."""
     tok = chatml_tokenizer.__class__.from_pretrained(chatml_tokenizer.name_or_path)
@@ -319,5 +244,5 @@ def test_known_end_of_turn_tokens_stop_without_a_generation_config(chatml_tokeni
                          "'<end_of_turn>\n' }}"
                          "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>assistant\n' }}{% endif %}")
     options = target_options(tok, "google/not-cached-anywhere")
-    (seq,) = build_sequences(tok, to_example({"messages": CONVERSATIONS["system+2"]}), options)
+    (seq,) = build_sequences(tok, to_example({"messages": conversations["system+2"]}), options)
     assert [s.text for s in seq.segments if s.trained] == [f"{A1}<end_of_turn>", f"{A2}<end_of_turn>"]

@@ -7,31 +7,14 @@ from safetensors.torch import load_file
 
 from tunewise.config import Config
 from tunewise.data.batching import collate, micro_batches
-from tunewise.data.load import load_examples
-from tunewise.data.masking import encode_all
 from tunewise.errors import TunewiseError
-from tunewise.model.load import load_model
-from tunewise.model.lora import add_lora
 from tunewise.model.quant import count_4bit_linear
 from tunewise.train import loop
-from tunewise.train.loss import reference_loss, summed_loss
+from tunewise.train.loss import summed_loss
 
 
-def lora_model(model_dir, dropout=0.0, dtype="float32", quantization="none"):
-    cfg = Config.model_validate({"data": {"train": "x"}, "lora": {"dropout": dropout}})
-    torch.manual_seed(0)
-    return add_lora(load_model(str(model_dir), dtype, quantization), cfg.lora)
-
-
-def encoded(tokenizer, path):
-    return encode_all(tokenizer, load_examples(path), 256, str(path))[0]
-
-
-def grads(model):
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql_data):
+def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql_data, lora_model, encoded, grads,
+                                           reference_loss):
     model = lora_model(tiny_model_dir)
     with torch.no_grad():  # lora_B starts at zero, which would leave lora_A's gradients 0 on both sides
         for name, p in model.named_parameters():
@@ -52,7 +35,7 @@ def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql
         torch.testing.assert_close(g_ours[name], g, rtol=1e-4, atol=1e-6)
 
 
-def test_gradient_accumulation_is_exact(tiny_model_dir, chatml_tokenizer, sql_data):
+def test_gradient_accumulation_is_exact(tiny_model_dir, chatml_tokenizer, sql_data, lora_model, encoded, grads):
     """Batch 4 in one pass == 2 micro-batches of 2: same loss, same gradients."""
     model = lora_model(tiny_model_dir)
     # make lora_B non-zero so every adapter weight gets a gradient worth comparing
@@ -175,7 +158,7 @@ def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
         loop.train(cfg)
 
 
-def test_qlora_layers_are_4bit_and_train(tiny_model_dir, chatml_tokenizer, sql_data):
+def test_qlora_layers_are_4bit_and_train(tiny_model_dir, chatml_tokenizer, sql_data, lora_model, encoded):
     import bitsandbytes as bnb
 
     model = lora_model(tiny_model_dir, dtype="bfloat16", quantization="nf4")
@@ -196,7 +179,8 @@ def test_qlora_layers_are_4bit_and_train(tiny_model_dir, chatml_tokenizer, sql_d
     assert len(lora_a) == n_linear and all(g is not None and g.abs().sum() > 0 for g in lora_a)
 
 
-def test_16bit_base_runs_adapters_in_16bit_with_fp32_masters(tiny_model_dir, chatml_tokenizer, sql_data):
+def test_16bit_base_runs_adapters_in_16bit_with_fp32_masters(tiny_model_dir, chatml_tokenizer, sql_data, lora_model,
+                                                             encoded):
     """With a bf16 base, the training forward autocasts the adapters (no fp32 input copies), the
     adapter weights and their gradients stay fp32, and the loss matches the fp32-adapter path."""
     from peft.helpers import disable_input_dtype_casting  # noqa: F401  (the mechanism under test)
@@ -221,7 +205,8 @@ def test_16bit_base_runs_adapters_in_16bit_with_fp32_masters(tiny_model_dir, cha
 
 
 def test_frozen_head_loss_matches_autograd_and_keeps_nothing_vocabulary_sized(tiny_model_dir, chatml_tokenizer,
-                                                                                sql_data, monkeypatch):
+                                                                                sql_data, monkeypatch, lora_model,
+                                                                                encoded, grads):
     """With a frozen head the loss's gradient is computed in the forward pass (train/loss.py): the
     same loss and gradients as autograd's chunked cross-entropy, and no [positions, vocab] tensor
     kept for backward."""

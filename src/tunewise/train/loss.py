@@ -204,8 +204,3 @@ def model_inputs(batch: dict) -> dict:
                 "packed_layout": batch["layout"]}
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
-
-def reference_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """The textbook computation (full logits, shift, sum); tests compare summed_loss against it."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return _sum_cross_entropy(logits, batch["labels"])

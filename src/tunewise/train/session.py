@@ -15,7 +15,7 @@ from accelerate.utils import set_seed
 from rich.console import Console
 from rich.text import Text
 
-from ..config import Config
+from ..config import Config, flatten
 from ..data.batching import steps_per_epoch
 from ..data.template import template_hash
 from ..errors import TunewiseError
@@ -132,7 +132,7 @@ def _config_changes(run: RunDir, config: Config) -> str | None:
     checkpoint cannot be loaded under are refused, naming the key, before any model is loaded."""
     if not run.config.is_file():
         return None
-    before, after = _flatten(yaml.safe_load(run.config.read_text())), _flatten(config.model_dump(mode="json"))
+    before, after = flatten(yaml.safe_load(run.config.read_text())), flatten(config.model_dump(mode="json"))
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     fixed = [k for k in changed if k in FIXED_ON_RESUME]
     if fixed:
@@ -144,16 +144,6 @@ def _config_changes(run: RunDir, config: Config) -> str | None:
         return None
     return "resuming with settings that differ from the run's config.yaml: " + ", ".join(
         f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _resume(s: Session, console: Console) -> int:
