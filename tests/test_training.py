@@ -1,5 +1,7 @@
 """The training maths on a tiny random Llama: selective loss, gradient accumulation, resume, QLoRA."""
 
+import json
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -233,3 +235,17 @@ def test_frozen_head_loss_matches_autograd_and_keeps_nothing_vocabulary_sized(ti
     torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-4)
     for name, g in grads(model).items():
         torch.testing.assert_close(g_fused[name], g, rtol=1e-4, atol=1e-6)
+
+
+def test_validation_does_not_change_qlora_training(tiny_model_dir, sql_data, tmp_path):
+    """bitsandbytes repacks 4-bit weights on an eval-mode forward on CPUs with AVX512-BF16, and
+    training on the repacked weights differs (model/quant.py). With a validation after every step
+    the training losses must equal those of a run validating only at the end."""
+    losses = {}
+    for every in (1, 100):
+        cfg = run_config(tiny_model_dir, sql_data, tmp_path / f"v{every}", eval_every=every, max_steps=3, lr=5e-3)
+        cfg.model.quantization, cfg.model.dtype = "nf4", "bfloat16"
+        loop.train(cfg)
+        events = [json.loads(line) for line in (tmp_path / f"v{every}" / "metrics.jsonl").read_text().splitlines()]
+        losses[every] = [(e["loss"], e["grad_norm"]) for e in events if e["event"] == "train"]
+    assert losses[1] == losses[100]

@@ -22,6 +22,7 @@ from ..errors import TunewiseError
 from ..files import file_sha256
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
+from ..model.quant import keep_training_layout
 from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .early_stop import EarlyStopping
@@ -99,6 +100,7 @@ def start_run(config: Config, resume: bool, console: Console) -> Session:
 def _model(config: Config, source: str, device, console: Console):
     """The base model with LoRA adapters and every speed path it can take (each said if not)."""
     model = load_model(source, config.model.dtype, config.model.quantization, device, config.model.trust_remote_code)
+    keep_training_layout(model)  # validation must not repack 4-bit weights under training (model/quant.py)
     release_freed_memory(device)  # what loading and quantizing freed
     model = add_lora(model, config.lora, config.train.gradient_checkpointing)
     speed = apply_speed_paths(model)  # each applied, or stepped aside with one line (train/patches.py)
