@@ -12,7 +12,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
 # the layer of every package or top-level module, and the layers it may import
-BASE = {"errors", "files", "config", "rundir", "plan", "__init__"}
+BASE = {"errors", "files", "config", "rundir", "plan", "device", "__init__"}
 ALLOWED = {
     "base": {"base"},
     "data": {"base", "data"},

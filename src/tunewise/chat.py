@@ -5,20 +5,22 @@ from __future__ import annotations
 from rich.text import Text
 
 from .data.template import fold_system
+from .device import compute_dtype, pick_device
 from .evaluate.compare import load_tuned
 from .evaluate.generate import generate
 from .model.load import load_model, load_tokenizer, resolve_model
 from .rundir import RunDir
 
 
-def load_for_chat(target: str):
+def load_for_chat(target: str, device: str = "auto"):
     """A run directory (its adapter on its base) or a model name/directory; and whether the run
     folds the system prompt into the first user turn (data.fold_system_prompt)."""
     if RunDir(target).is_tuned_run():
-        model, tokenizer, config = load_tuned(target)
+        model, tokenizer, config = load_tuned(target, device=device)
         return model, tokenizer, config.data.fold_system_prompt
     source = resolve_model(target)
-    return load_model(source), load_tokenizer(source), False
+    where = pick_device(device)
+    return load_model(source, compute_dtype("bfloat16", where)[0], device=where), load_tokenizer(source), False
 
 
 def reply(model, tokenizer, history: list[dict], max_new_tokens: int = 256, fold: bool = False) -> str:

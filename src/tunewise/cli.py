@@ -29,8 +29,18 @@ def _root() -> None:
     """tunewise: check data, train LoRA/QLoRA adapters, evaluate base vs tuned, merge, chat."""
 
 
+# Library warnings known to be noise for a tunewise user, each with why; every other warning
+# (attention implementation, dtype, device) is shown.
+NOISE = (
+    # torch's own TorchScript modules at import: nothing a user can do about it
+    (DeprecationWarning, r"`torch\.jit\.script_method` is deprecated"),
+    # PEFT calls transformers' old name for this; the user's code never does
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+
+
 def _quiet_libraries() -> None:
-    """Library progress bars and advice are noise in front of a user; our own output says what matters."""
+    """Progress bars and known noise off; library warnings a user needs stay on."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
     import warnings
@@ -38,14 +48,15 @@ def _quiet_libraries() -> None:
     # bitsandbytes logs at import that it cannot fetch an optional CPU kernel from the hub; the
     # built-in kernel it falls back to is correct, so the warning only alarms users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-
-    warnings.filterwarnings("ignore")
+    for category, message in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
 
 
+DEVICE_HELP = "auto (the GPU when there is one) | cuda | cpu"
 FOLD_HELP = ("Put the system prompt into the first user turn (data.fold_system_prompt), "
              "for templates without a system role.")
 END_HELP = "Token that ends assistant turns where the template writes none (data.end_of_turn)."
@@ -223,6 +234,7 @@ def train(
     config: str = typer.Argument(..., help="YAML config (see README)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.max_steps=5 lora.r=8"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Train a LoRA or QLoRA adapter from a config."""
     from .config import load_config
@@ -231,7 +243,7 @@ def train(
     cfg = load_config(config, overrides or [])
     from .train.loop import train as run_training
 
-    run_training(cfg, resume=resume, console=console)
+    run_training(cfg, resume=resume, console=console, device=device)
 
 
 @app.command("eval")
@@ -244,6 +256,7 @@ def eval_cmd(
     html_out: Optional[str] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Score base and tuned models on the same held-out prompts (greedy decoding)."""
     _quiet_libraries()
@@ -252,7 +265,7 @@ def eval_cmd(
     from .evaluate.report import score_table, write_html, write_json
 
     get_metric(metric)  # fail on a bad metric before loading any model
-    result = compare(run, data, metric, max_new_tokens, batch_size)
+    result = compare(run, data, metric, max_new_tokens, batch_size, device=device)
     console.print(score_table(result))
     from pathlib import Path
 
@@ -270,12 +283,13 @@ def eval_cmd(
 def merge(
     run: str = typer.Argument(..., help="Run directory."),
     out: str = typer.Option(..., "--out", help="Directory for the merged model (must not exist or be empty)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + "; the CPU when the fp32 model does not fit"),
 ) -> None:
     """Merge the run's adapter into a 16-bit base; check merged and adapter logits agree."""
     _quiet_libraries()
     from .export.merge import merge as do_merge
 
-    parity = do_merge(run, out)
+    parity = do_merge(run, out, device=device)
     console.print(f"merged model: {out} (adapter kept in {run}/adapter)")
     console.print(f"parity on {parity.examples} prompts: top-1 agreement {parity.top1_agreement:.1%}, "
                   f"max |logit diff| {parity.max_abs_diff:.3g}")
@@ -287,12 +301,13 @@ def chat(
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Answer one prompt and exit."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Chat with a tuned run or a model (greedy decoding)."""
     _quiet_libraries()
     from .chat import chat_loop, load_for_chat, reply
 
-    model, tokenizer, fold = load_for_chat(target)
+    model, tokenizer, fold = load_for_chat(target, device)
     if prompt is not None:
         history = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         print(reply(model, tokenizer, history, max_new_tokens, fold))

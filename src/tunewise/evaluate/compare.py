@@ -10,6 +10,7 @@ from peft import PeftModel
 from ..config import Config
 from ..data.load import load_examples
 from ..data.template import fold_system
+from ..device import compute_dtype, pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..rundir import RunDir
@@ -29,23 +30,25 @@ def load_run_config(run_dir: str | Path) -> Config:
     return Config.model_validate(yaml.safe_load(run.config.read_text()))
 
 
-def load_tuned(run_dir: str | Path, quantization: str | None = None):
-    """The run's base model with its adapter attached (disable it to get the base model back)."""
+def load_tuned(run_dir: str | Path, quantization: str | None = None, device: str = "auto", dtype: str | None = None):
+    """The run's base model with its adapter attached (disable it to get the base model back), on
+    `device` (the accelerator when there is one) in the dtype that device runs the run's model.dtype in."""
     config = load_run_config(run_dir)
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
-    base = load_model(source, config.model.dtype, quantization or config.model.quantization,
-                      trust_remote_code=config.model.trust_remote_code)
+    where = pick_device(device)
+    base = load_model(source, dtype or compute_dtype(config.model.dtype, where)[0],
+                      quantization or config.model.quantization, where, config.model.trust_remote_code)
     model = PeftModel.from_pretrained(base, str(RunDir(run_dir).adapter))
     model.eval()
     return model, tokenizer, config
 
 
 def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_new_tokens: int = 128,
-            batch_size: int = 16, progress=None) -> dict:
+            batch_size: int = 16, progress=None, device: str = "auto") -> dict:
     metric = get_metric(metric_name)
     examples = load_examples(data_path)
-    model, tokenizer, config = load_tuned(run_dir)
+    model, tokenizer, config = load_tuned(run_dir, device=device)
     fold = config.data.fold_system_prompt  # prompts as the run was trained on them
     prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     references = [e.messages[-1]["content"] for e in examples]

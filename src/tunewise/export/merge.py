@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from ..data.template import render
+from ..device import pick_device
 from ..errors import TunewiseError
-from ..evaluate.compare import load_tuned
+from ..evaluate.compare import load_run_config, load_tuned
 from ..files import atomic_dir
-from ..model.load import DTYPES
+from ..model.load import DTYPES, resolve_model
 
 
 @dataclass
@@ -44,20 +45,33 @@ PARITY_PROMPTS = [
 @torch.no_grad()
 def _logits(model, tokenizer, conversations) -> list[torch.Tensor]:
     out = []
+    device = next(model.parameters()).device
     for conv in conversations:
         ids = tokenizer(render(tokenizer, conv, add_generation_prompt=True), add_special_tokens=False,
                         return_tensors="pt")["input_ids"]
-        out.append(model(input_ids=ids).logits[0].float())
+        out.append(model(input_ids=ids.to(device)).logits[0].float().cpu())
     return out
 
 
-def merge(run_dir: str | Path, out_dir: str | Path, conversations=None) -> Parity:
+def _merge_device(run_dir, device: torch.device) -> torch.device:
+    """The GPU when the fp32 base (4 bytes a parameter) fits in its free memory with a fifth to
+    spare, else the CPU."""
+    if device.type != "cuda":
+        return device
+    source = Path(resolve_model(load_run_config(run_dir).model.name))
+    weights = sum(f.stat().st_size for f in source.glob("*.safetensors")) if source.is_dir() else 0
+    fp32_bytes = 2 * weights  # 16-bit checkpoints; an fp32 one is over-counted, which only errs to the CPU
+    return device if weights and 1.2 * fp32_bytes < torch.cuda.mem_get_info(device)[0] else torch.device("cpu")
+
+
+def merge(run_dir: str | Path, out_dir: str | Path, conversations=None, device: str = "auto") -> Parity:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise TunewiseError(f"{out_dir} exists and is not empty; choose another --out")
-    # quantization="none": a QLoRA run's adapter is merged into the 16-bit base (config dtype)
-    model, tokenizer, config = load_tuned(run_dir, quantization="none")
-    model = model.float()
+    # quantization="none", fp32: a QLoRA run's adapter is merged into the unquantized base, in fp32
+    # on the GPU when the fp32 model fits there, else on the CPU
+    where = _merge_device(run_dir, pick_device(device))
+    model, tokenizer, config = load_tuned(run_dir, quantization="none", device=where.type, dtype="float32")
     conversations = conversations or PARITY_PROMPTS
     with_adapter = _logits(model, tokenizer, conversations)
     merged = model.merge_and_unload()

@@ -122,16 +122,15 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 def load_model(source: str, dtype: str = "bfloat16", quantization: str = "none", device=None,
                trust_remote_code: bool = False):
-    kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "use_safetensors": True}
+    # device_map: weights load straight onto the device, never a full host copy first
+    kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "use_safetensors": True,
+              "device_map": {"": str(device or "cpu")}}
     if quantization == "nf4":
-        kwargs["quantization_config"] = nf4_config()
-        kwargs["device_map"] = {"": str(device or "cpu")}
+        kwargs["quantization_config"] = nf4_config(DTYPES[dtype])
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:
         raise TunewiseError(f"cannot load model '{source}': {_first_line(e)}") from None
-    if device is not None and quantization == "none":
-        model.to(device)
     if quantization != "none":
         _release_checkpoint_mapping(model)
     return model

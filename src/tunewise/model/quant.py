@@ -7,12 +7,13 @@ import torch
 from transformers import BitsAndBytesConfig
 
 
-def nf4_config() -> BitsAndBytesConfig:
+def nf4_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
+    """The guide's QLoRA base; the compute dtype follows the model's (fp16 on GPUs without bf16)."""
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=compute_dtype,
     )
 
 

@@ -47,7 +47,7 @@ def save_adapter(model, target: Path) -> None:
     atomic_dir(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
-def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: dict) -> Path:
+def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: dict, scaler=None) -> Path:
     target = run.checkpoint(step)
 
     def write(tmp: Path) -> None:
@@ -58,6 +58,9 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: d
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(),
+                # dropout masks are drawn on the GPU in a GPU run: its generators, one per device
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
             },
             tmp / STATE,
         )
@@ -73,7 +76,7 @@ def latest_checkpoint(run: RunDir) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore adapter weights, optimizer, scheduler and RNG in place; return the saved metadata."""
     weights = load_file(str(path / "adapter_model.safetensors"))
     result = set_peft_model_state_dict(model, weights)
@@ -84,6 +87,10 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(_as_tuple(state["python_rng"]))
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     return json.loads((path / META).read_text())
 
 

@@ -41,10 +41,10 @@ class TrainResult:
     trained_tokens: int
 
 
-def train(config: Config, resume: bool = False, console: Console | None = None) -> TrainResult:
+def train(config: Config, resume: bool = False, console: Console | None = None, device: str = "auto") -> TrainResult:
     console = console or Console()
     started = time.time()
-    s = start_run(config, resume, console)
+    s = start_run(config, resume, console, device)
     tc, stopper, step = config.train, s.stopper, s.step
     trained_tokens, stopped_early = 0, False
     spikes, overfit = SpikeGuard(), OverfitWatch()
@@ -73,7 +73,7 @@ def train(config: Config, resume: bool = False, console: Console | None = None) 
                                   f"at step {stopper.best_step})")
             if step % tc.save_every == 0 or step == s.total_steps or stopped_early:
                 ckpt.save_checkpoint(s.run, step, s.model, s.optimizer, s.scheduler,
-                                     {"early_stopping": stopper.state(), "total_steps": s.total_steps})
+                                     {"early_stopping": stopper.state(), "total_steps": s.total_steps}, s.scaler)
 
     seconds = time.time() - started
     plot_losses(s.run.metrics, s.run.loss_png)
@@ -92,10 +92,16 @@ def train_step(s: Session, step: int) -> dict:
     indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step)
     batches = [make_batch([s.data.train[i] for i in group], s.pad_id, s.packed)
                for group in micro_batches(indices, lengths, tc.micro_batch_size, s.token_budget)]
-    loss, step_tokens = accumulate_gradients(s.model, batches, s.accelerator)
+    loss, step_tokens = accumulate_gradients(s.model, batches, s.accelerator, s.scaler)
     check_finite(loss, step + 1)  # before the update, so no NaN reaches the weights
+    if s.scaler:
+        s.scaler.unscale_(s.optimizer)  # clip the true gradients
     grad_norm = s.accelerator.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
-    s.optimizer.step()
+    if s.scaler:  # skips the update when fp16 gradients overflowed, and adapts the scale
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    else:
+        s.optimizer.step()
     s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - tick
@@ -118,7 +124,7 @@ def validate(s: Session, step: int) -> float:
     return val_loss
 
 
-def accumulate_gradients(model, batches: list[dict], accelerator) -> tuple[float, int]:
+def accumulate_gradients(model, batches: list[dict], accelerator, scaler=None) -> tuple[float, int]:
     """Backward over one optimizer step's micro-batches; return (mean loss per trained token, token count).
 
     Each micro-batch contributes sum(token losses) / (trained tokens of the whole step), so the
@@ -129,7 +135,8 @@ def accumulate_gradients(model, batches: list[dict], accelerator) -> tuple[float
     for batch in batches:
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         micro_loss, _ = summed_loss(model, batch)
-        accelerator.backward(micro_loss / step_tokens)
+        scaled = micro_loss / step_tokens
+        accelerator.backward(scaler.scale(scaled) if scaler else scaled)
         loss_sum += micro_loss.item()
     return loss_sum / step_tokens, step_tokens
 

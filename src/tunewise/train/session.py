@@ -18,6 +18,7 @@ from rich.text import Text
 from ..config import Config, flatten
 from ..data.batching import steps_per_epoch
 from ..data.template import template_hash
+from ..device import compute_dtype, needs_grad_scaler, pick_device
 from ..errors import TunewiseError
 from ..files import file_sha256
 from ..model.load import load_model, load_tokenizer, resolve_model
@@ -51,6 +52,8 @@ class Session:
     scheduler: object
     stopper: EarlyStopping
     log: RunLog
+    dtype: str = "bfloat16"  # what runs: model.dtype, or float16 on a GPU without bfloat16
+    scaler: torch.amp.GradScaler | None = None  # float16 only: gradients scaled so they do not underflow
     step: int = 0  # optimizer steps already taken (resumed runs)
     history: dict = field(default_factory=dict)  # train/eval events so far, for the guards
 
@@ -62,13 +65,17 @@ class Session:
         return round(step / steps_per_epoch(len(self.data.train), self.config.train.batch_size), 4)
 
 
-def start_run(config: Config, resume: bool, console: Console) -> Session:
+def start_run(config: Config, resume: bool, console: Console, device_choice: str = "auto") -> Session:
     run = RunDir(config.output_dir)
     _check_run_dir(run, resume)
     changes = _config_changes(run, config) if resume else None  # before any weight is loaded
+    device = pick_device(device_choice)
+    dtype, dtype_note = compute_dtype(config.model.dtype, device)
     ckpt.ensure_writable(run)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=device.type == "cpu")
     set_seed(config.train.seed)
+    if dtype_note:
+        console.print(Text.assemble(("note: ", "yellow"), dtype_note))
 
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
@@ -76,7 +83,7 @@ def start_run(config: Config, resume: bool, console: Console) -> Session:
     for line in [data.train_stats.summary("train", config.data.max_seq_len),
                  data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
         console.print(line)
-    model, packed, speed_record = _model(config, source, accelerator.device, console)
+    model, packed, speed_record = _model(config, source, dtype, accelerator.device, console)
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
     if memory_warning:
         console.print(Text.assemble(("warning: ", "yellow"), memory_warning))
@@ -87,7 +94,8 @@ def start_run(config: Config, resume: bool, console: Console) -> Session:
     optimizer = make_optimizer(model, tc.lr, tc.weight_decay)
     session = Session(config, run, accelerator, model, tokenizer.pad_token_id, data, packed, token_budget,
                       total_steps, optimizer, make_scheduler(optimizer, tc.scheduler, tc.warmup_ratio, total_steps),
-                      EarlyStopping(tc.early_stopping_patience), RunLog(run))
+                      EarlyStopping(tc.early_stopping_patience), RunLog(run), dtype,
+                      torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None)
     if resume:
         session.step = _resume(session, console)
     if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
@@ -97,9 +105,9 @@ def start_run(config: Config, resume: bool, console: Console) -> Session:
     return session
 
 
-def _model(config: Config, source: str, device, console: Console):
+def _model(config: Config, source: str, dtype: str, device, console: Console):
     """The base model with LoRA adapters and every speed path it can take (each said if not)."""
-    model = load_model(source, config.model.dtype, config.model.quantization, device, config.model.trust_remote_code)
+    model = load_model(source, dtype, config.model.quantization, device, config.model.trust_remote_code)
     keep_training_layout(model)  # validation must not repack 4-bit weights under training (model/quant.py)
     release_freed_memory(device)  # what loading and quantizing freed
     model = add_lora(model, config.lora, config.train.gradient_checkpointing)
@@ -117,7 +125,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
         data={k: {"path": p, "sha256": file_sha256(p)} for k, p in
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
-        speed_paths=speed_record,
+        speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,
     )
 
 
@@ -152,7 +160,7 @@ def _resume(s: Session, console: Console) -> int:
     path = ckpt.latest_checkpoint(s.run)
     if path is None:
         raise TunewiseError(f"--resume: no complete checkpoint under {s.run.checkpoints}")
-    meta = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler)
+    meta = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.scaler)
     s.stopper.load(meta["early_stopping"])
     s.log.truncate_after(meta["step"])
     console.print(f"resumed from {path} (step {meta['step']})")
