@@ -23,7 +23,7 @@ class ModelConfig(_Strict):
     name: str = "smollm2-135m-instruct"
     """Builtin alias, local model directory, or a Hugging Face id."""
     quantization: Literal["none", "nf4"] = "none"
-    """nf4 = QLoRA: 4-bit NormalFloat base with double quantization and bf16 compute."""
+    """nf4 = QLoRA: 4-bit NormalFloat base with double quantization, computing in model.dtype."""
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     trust_remote_code: bool = False
 
