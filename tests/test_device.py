@@ -98,3 +98,23 @@ def test_cuda_resume_gives_the_same_adapter(tiny_model_dir, sql_data, tmp_path, 
     a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_overflowed_fp16_step_is_skipped_and_said(tiny_model_dir, sql_data, tmp_path, monkeypatch):
+    """A huge initial scale makes the first fp16 gradients overflow: no update, no schedule step,
+    grad_norm null (not Infinity) and the event says why; the lowered scale then trains."""
+    from tunewise.config import Config
+    from tunewise.train import loop, session
+
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(session.torch.amp, "GradScaler", lambda device: real(device, init_scale=2.0**120))
+    cfg = Config.model_validate({
+        "model": {"name": str(tiny_model_dir), "dtype": "float16"}, "lora": {"r": 4, "alpha": 8},
+        "data": {"train": str(sql_data[0]), "val": str(sql_data[1]), "max_seq_len": 256, "allow_small": True},
+        "train": {"batch_size": 4, "max_steps": 2, "eval_every": 2, "save_every": 2, "scheduler": "constant",
+                  "warmup_ratio": 0.5}, "output_dir": str(tmp_path / "skip")})
+    loop.train(cfg, device="cpu")
+    events = [json.loads(x) for x in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    first = next(e for e in events if e["event"] == "train")
+    assert "overflowed" in first["skipped"] and first["grad_norm"] is None
+    assert first["lr"] == 0.0  # the warmup did not advance for a step that made no update

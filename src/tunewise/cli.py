@@ -290,7 +290,7 @@ def merge(
     from .export.merge import merge as do_merge
 
     parity = do_merge(run, out, device=device)
-    console.print(f"merged model: {out} (adapter kept in {run}/adapter)")
+    console.print(f"merged model: {out} (adapter kept in {run}/adapter; merged in fp32 on the {parity.device})")
     console.print(f"parity on {parity.examples} prompts: top-1 agreement {parity.top1_agreement:.1%}, "
                   f"max |logit diff| {parity.max_abs_diff:.3g}")
 

@@ -29,6 +29,7 @@ class Parity:
     max_abs_diff: float
     top1_agreement: float
     examples: int
+    device: str = "cpu"  # where the fp32 merge ran
 
     @property
     def ok(self) -> bool:
@@ -53,10 +54,10 @@ def _logits(model, tokenizer, conversations) -> list[torch.Tensor]:
     return out
 
 
-def _merge_device(run_dir, device: torch.device) -> torch.device:
+def _merge_device(run_dir, device: torch.device, asked: str = "auto") -> torch.device:
     """The GPU when the fp32 base (4 bytes a parameter) fits in its free memory with a fifth to
-    spare, else the CPU."""
-    if device.type != "cuda":
+    spare, else the CPU; `--device cuda` is taken as asked."""
+    if device.type != "cuda" or asked == "cuda":
         return device
     source = Path(resolve_model(load_run_config(run_dir).model.name))
     weights = sum(f.stat().st_size for f in source.glob("*.safetensors")) if source.is_dir() else 0
@@ -70,7 +71,7 @@ def merge(run_dir: str | Path, out_dir: str | Path, conversations=None, device: 
         raise TunewiseError(f"{out_dir} exists and is not empty; choose another --out")
     # quantization="none", fp32: a QLoRA run's adapter is merged into the unquantized base, in fp32
     # on the GPU when the fp32 model fits there, else on the CPU
-    where = _merge_device(run_dir, pick_device(device))
+    where = _merge_device(run_dir, pick_device(device), device)
     model, tokenizer, config = load_tuned(run_dir, quantization="none", device=where.type, dtype="float32")
     conversations = conversations or PARITY_PROMPTS
     with_adapter = _logits(model, tokenizer, conversations)
@@ -78,7 +79,7 @@ def merge(run_dir: str | Path, out_dir: str | Path, conversations=None, device: 
     after = _logits(merged, tokenizer, conversations)
     diffs = [(a - b).abs().max().item() for a, b in zip(with_adapter, after)]
     agree = [(a.argmax(-1) == b.argmax(-1)).float().mean().item() for a, b in zip(with_adapter, after)]
-    parity = Parity(max(diffs), sum(agree) / len(agree), len(conversations))
+    parity = Parity(max(diffs), sum(agree) / len(agree), len(conversations), where.type)
     if not parity.ok:
         raise TunewiseError(f"merged model disagrees with the adapter (top-1 agreement {parity.top1_agreement:.1%}); "
                             "not saving it. Keep using the adapter.")

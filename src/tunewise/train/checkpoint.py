@@ -59,7 +59,7 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: d
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": random.getstate(),
                 # dropout masks are drawn on the GPU in a GPU run: its generators, one per device
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "cuda_rng": _cuda_rng(model),
                 "scaler": scaler.state_dict() if scaler is not None else None,
             },
             tmp / STATE,
@@ -82,16 +82,24 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dic
     result = set_peft_model_state_dict(model, weights)
     if getattr(result, "unexpected_keys", None):
         raise TunewiseError(f"checkpoint {path} does not match this model/LoRA config")
-    state = torch.load(path / STATE, weights_only=True)
+    # map_location: a checkpoint written on a GPU resumes on a machine without one too
+    state = torch.load(path / STATE, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(_as_tuple(state["python_rng"]))
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    device = next(model.parameters()).device
+    if state.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     return json.loads((path / META).read_text())
+
+
+def _cuda_rng(model):
+    """The training GPU's generator (dropout masks are drawn there), or None for a CPU run."""
+    device = next(model.parameters()).device
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
 def _as_tuple(value):

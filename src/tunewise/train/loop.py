@@ -52,9 +52,9 @@ def train(config: Config, resume: bool = False, console: Console | None = None, 
     with _progress(console) as progress:
         task = progress.add_task("train", total=s.total_steps, completed=step, loss="-", val="-", lr="-", tps="-")
         while step < s.total_steps and not stopped_early:
-            event = train_step(s, step)
+            event, step_tokens = train_step(s, step)
             step += 1
-            trained_tokens += event["trained_tokens"]
+            trained_tokens += step_tokens
             s.history["train"].append(event)
             if step % tc.log_every == 0 or step == s.total_steps:
                 s.log.log(**event)
@@ -84,8 +84,8 @@ def train(config: Config, resume: bool = False, console: Console | None = None, 
     return TrainResult(s.run.path, step, stopper.best_step, stopper.best_loss, stopped_early, seconds, trained_tokens)
 
 
-def train_step(s: Session, step: int) -> dict:
-    """One optimizer step (the `step`-th, from 0); returns its metrics event."""
+def train_step(s: Session, step: int) -> tuple[dict, int]:
+    """One optimizer step (the `step`-th, from 0); returns its metrics event and trained tokens."""
     tc = s.config.train
     tick = time.perf_counter()
     lengths = [len(x.input_ids) for x in s.data.train]
@@ -97,19 +97,30 @@ def train_step(s: Session, step: int) -> dict:
     if s.scaler:
         s.scaler.unscale_(s.optimizer)  # clip the true gradients
     grad_norm = s.accelerator.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
-    if s.scaler:  # skips the update when fp16 gradients overflowed, and adapts the scale
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
-    else:
-        s.optimizer.step()
-    s.scheduler.step()
+    skipped = _update(s)
+    if not skipped:  # a skipped update leaves the schedule where it was
+        s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - tick
     tokens = sum(real_tokens(b) for b in batches)
-    return dict(event="train", step=step + 1, epoch=s.epoch(step + 1), loss=loss, lr=s.scheduler.get_last_lr()[0],
-                grad_norm=float(grad_norm) if grad_norm is not None else None,
-                tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds,
-                peak_mem_mib=round(peak_memory_mib(s.device)), trained_tokens=step_tokens)
+    event = dict(event="train", step=step + 1, epoch=s.epoch(step + 1), loss=loss, lr=s.scheduler.get_last_lr()[0],
+                 grad_norm=float(grad_norm) if grad_norm is not None and not skipped else None,
+                 tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds,
+                 peak_mem_mib=round(peak_memory_mib(s.device)))
+    if skipped:
+        event["skipped"] = "fp16 gradients overflowed: no update, the gradient scale was lowered"
+    return event, step_tokens
+
+
+def _update(s: Session) -> bool:
+    """The optimizer step; True when the fp16 gradient scaler skipped it (gradients overflowed)."""
+    if s.scaler is None:
+        s.optimizer.step()
+        return False
+    scale = s.scaler.get_scale()
+    s.scaler.step(s.optimizer)
+    s.scaler.update()
+    return s.scaler.get_scale() < scale
 
 
 def validate(s: Session, step: int) -> float:
