@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from .data.template import fold_system
-from .device import compute_dtype, pick_device
+from .device import pick_device
 from .evaluate.compare import load_tuned
 from .evaluate.generate import generate
 from .model.load import load_model, load_tokenizer, resolve_model
@@ -19,8 +19,7 @@ def load_for_chat(target: str, device: str = "auto"):
         model, tokenizer, config = load_tuned(target, device=device)
         return model, tokenizer, config.data.fold_system_prompt
     source = resolve_model(target)
-    where = pick_device(device)
-    return load_model(source, compute_dtype("bfloat16", where)[0], device=where), load_tokenizer(source), False
+    return load_model(source, device=pick_device(device)), load_tokenizer(source), False
 
 
 def reply(model, tokenizer, history: list[dict], max_new_tokens: int = 256, fold: bool = False) -> str:

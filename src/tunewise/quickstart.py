@@ -17,7 +17,7 @@ from .config import load_config
 from .data.doctor import check
 from .data.doctor_view import show
 from .data.load import load_examples
-from .device import compute_dtype, pick_device
+from .device import pick_device
 from .errors import TunewiseError
 from .evaluate.compare import compare
 from .evaluate.generate import prompt_messages
@@ -72,8 +72,7 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     console.rule("5. ask the merged model one unseen question")
     sample = load_examples(example / "test.jsonl")[0]
     merged_dir = str(out / "merged")
-    device = pick_device()
-    merged_model = load_model(merged_dir, compute_dtype("bfloat16", device)[0], device=device)
+    merged_model = load_model(merged_dir, device=pick_device())
     answer = reply(merged_model, load_tokenizer(merged_dir), prompt_messages(sample.messages), 128)
     console.print(f"question: {sample.messages[-2]['content']}", highlight=False)
     console.print(f"answer:   {answer}", highlight=False)

@@ -10,7 +10,7 @@ from peft import PeftModel
 from ..config import Config
 from ..data.load import load_examples
 from ..data.template import fold_system
-from ..device import compute_dtype, pick_device
+from ..device import pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..rundir import RunDir
@@ -36,9 +36,8 @@ def load_tuned(run_dir: str | Path, quantization: str | None = None, device: str
     config = load_run_config(run_dir)
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
-    where = pick_device(device)
-    base = load_model(source, dtype or compute_dtype(config.model.dtype, where)[0],
-                      quantization or config.model.quantization, where, config.model.trust_remote_code)
+    base = load_model(source, dtype or config.model.dtype, quantization or config.model.quantization,
+                      pick_device(device), config.model.trust_remote_code)
     model = PeftModel.from_pretrained(base, str(RunDir(run_dir).adapter))
     model.eval()
     return model, tokenizer, config

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..device import compute_dtype
 from ..errors import TunewiseError
 from .quant import nf4_config
 
@@ -122,9 +123,11 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 def load_model(source: str, dtype: str = "bfloat16", quantization: str = "none", device=None,
                trust_remote_code: bool = False):
+    where = torch.device(device or "cpu")
+    dtype = compute_dtype(dtype, where)[0]  # bfloat16 -> float16 on a GPU without it (device.py)
     # device_map: weights load straight onto the device, never a full host copy first
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "use_safetensors": True,
-              "device_map": {"": str(device or "cpu")}}
+              "device_map": {"": str(where)}}
     if quantization == "nf4":
         kwargs["quantization_config"] = nf4_config(DTYPES[dtype])
     try:
