@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from tunewise.config import load_config
 from tunewise.errors import TunewiseError
 from tunewise.train import loop
+from tunewise.train import loss as loss_module
 from tunewise.train.guards import SpikeGuard
 
 
@@ -81,7 +82,7 @@ def test_kill_9_then_resume_gives_the_same_adapter(tmp_path, slow_tiny_model, wr
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, monkeypatch, write_config):
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "nan"))
-    real = loop.summed_loss
+    real = loss_module.summed_loss
     calls = {"n": 0}
 
     def poisoned(model, batch):
@@ -89,7 +90,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_model_dir, 
         loss, n = real(model, batch)
         return (loss * float("nan"), n) if calls["n"] > 5 else (loss, n)
 
-    monkeypatch.setattr(loop, "summed_loss", poisoned)
+    monkeypatch.setattr(loss_module, "summed_loss", poisoned)
     with pytest.raises(TunewiseError,
                        match=r"loss became nan at step \d+.*last good checkpoint is kept.*lower train\.lr"):
         loop.train(cfg)
@@ -133,7 +134,7 @@ def test_overfitting_is_reported_with_its_start(tmp_path, tiny_model_dir, monkey
     cfg = load_config(write_config(tmp_path, tiny_model_dir, tmp_path / "overfit", max_steps=40, eval_every=4,
                                    save_every=4, lr=3e-2, epochs=10))
     curve = iter([2.0, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 2.1, 2.2, 2.3])
-    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(curve))
+    monkeypatch.setattr(loop, "validation_loss", lambda *a, **k: next(curve))
     result = loop.train(cfg)
     assert result.best_step == 8
     events = [json.loads(line) for line in (tmp_path / "overfit" / "metrics.jsonl").read_text().splitlines()]

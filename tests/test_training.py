@@ -12,7 +12,7 @@ from tunewise.data.batching import collate, micro_batches
 from tunewise.errors import TunewiseError
 from tunewise.model.quant import count_4bit_linear
 from tunewise.train import loop
-from tunewise.train.loss import summed_loss
+from tunewise.train.loss import LossForward, summed_loss
 
 
 def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql_data, lora_model, encoded, grads,
@@ -55,7 +55,7 @@ def test_gradient_accumulation_is_exact(tiny_model_dir, chatml_tokenizer, sql_da
         groups = micro_batches([0, 1, 2, 3], lengths, micro)
         assert len(groups) == 4 // micro
         batches = [collate([items[i] for i in g], chatml_tokenizer.pad_token_id) for g in groups]
-        results[micro] = (loop.accumulate_gradients(model, batches, acc), grads(model))
+        results[micro] = (loop.accumulate_gradients(LossForward(model), batches, acc), grads(model))
     (loss4, n4), g4 = results[4]
     for micro in (2, 1):
         (loss, n), g = results[micro]

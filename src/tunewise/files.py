@@ -6,6 +6,7 @@ below them all.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -49,3 +50,24 @@ def atomic_dir(target: Path, write) -> None:
         raise TunewiseError(f"cannot write {target}: {e.strerror or e}; earlier checkpoints are kept") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def hold_lock(path: Path, what: str):
+    """An exclusive lock on `path` for as long as this process lives (POSIX record locks are
+    per process and released by the OS on exit or kill -9); refused when another process holds it.
+    Returns the open file, which must stay referenced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise TunewiseError(f"{what} is in use by another process (pid {holder}): wait for it to finish, or use "
+                            "another output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -34,6 +34,11 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def lock(self) -> Path:
+        """Held by the process that trains into this run (only rank 0 of a launch of several)."""
+        return self.path / ".lock"
+
+    @property
     def adapter(self) -> Path:
         return self.path / "adapter"
 

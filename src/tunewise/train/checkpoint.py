@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import tempfile
 from pathlib import Path
 
@@ -47,7 +46,9 @@ def save_adapter(model, target: Path) -> None:
     atomic_dir(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True))
 
 
-def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: dict, scaler=None) -> Path:
+def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: dict, rng: list[dict],
+                    scaler=None) -> Path:
+    """`rng`: every rank's random generators (train/distributed.rng_states)."""
     target = run.checkpoint(step)
 
     def write(tmp: Path) -> None:
@@ -56,10 +57,8 @@ def save_checkpoint(run: RunDir, step: int, model, optimizer, scheduler, meta: d
             {
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(),
-                # dropout masks are drawn on the GPU in a GPU run: its generators, one per device
-                "cuda_rng": _cuda_rng(model),
+                # dropout masks are drawn on the GPU in a GPU run, and per rank in a launch of several
+                "rng": rng,
                 "scaler": scaler.state_dict() if scaler is not None else None,
             },
             tmp / STATE,
@@ -76,8 +75,9 @@ def latest_checkpoint(run: RunDir) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dict:
-    """Restore adapter weights, optimizer, scheduler and RNG in place; return the saved metadata."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> tuple[dict, list[dict]]:
+    """Restore adapter weights, optimizer and scheduler in place; return the saved metadata and
+    every rank's random generators (train/distributed.restore_rng sets this rank's)."""
     weights = load_file(str(path / "adapter_model.safetensors"))
     result = set_peft_model_state_dict(model, weights)
     if getattr(result, "unexpected_keys", None):
@@ -86,21 +86,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, scaler=None) -> dic
     state = torch.load(path / STATE, weights_only=True, map_location="cpu")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(_as_tuple(state["python_rng"]))
-    device = next(model.parameters()).device
-    if state.get("cuda_rng") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
-    return json.loads((path / META).read_text())
+    return json.loads((path / META).read_text()), state["rng"]
 
-
-def _cuda_rng(model):
-    """The training GPU's generator (dropout masks are drawn there), or None for a CPU run."""
-    device = next(model.parameters()).device
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -4,11 +4,15 @@ One optimizer step = `train.batch_size` sequences, split into length-grouped mic
 micro-batch's loss is the *sum* over its trained tokens divided by the trained-token count of the
 whole step, so accumulating micro-batches gives exactly the gradient of the full batch (the
 torchtune normalisation; averaging per micro-batch would weight short examples more).
+
+In a launch of several processes the step's sequences are shared among the ranks, the token count
+is the whole step's on all ranks, and only rank 0 writes (train/distributed.py).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +26,9 @@ from ..config import Config
 from ..data.batching import count_trained, micro_batches, step_indices
 from . import checkpoint as ckpt
 from .curves import plot_losses
+from .distributed import MicroBatch, all_sum, rank_micro_batches, rng_states
 from .guards import OverfitWatch, SpikeGuard, check_finite
-from .loss import summed_loss
+from .loss import LossForward
 from .memory import peak_memory_mib, release_freed_memory
 from .packing import is_packed, make_batch, real_tokens
 from .runlog import RunLog
@@ -42,14 +47,13 @@ class TrainResult:
 
 
 def train(config: Config, resume: bool = False, console: Console | None = None, device: str = "auto") -> TrainResult:
-    console = console or Console()
     started = time.time()
-    s = start_run(config, resume, console, device)
-    tc, stopper, step = config.train, s.stopper, s.step
+    s = start_run(config, resume, console or Console(), device)
+    console, tc, stopper, step = s.console, config.train, s.stopper, s.step
     trained_tokens, stopped_early = 0, False
     spikes, overfit = SpikeGuard(), OverfitWatch()
-    s.model.train()
-    with _progress(console) as progress:
+    s.forward.train()
+    with _progress(console, s.ranks.main) as progress:
         task = progress.add_task("train", total=s.total_steps, completed=step, loss="-", val="-", lr="-", tps="-")
         while step < s.total_steps and not stopped_early:
             event, step_tokens = train_step(s, step)
@@ -72,11 +76,11 @@ def train(config: Config, resume: bool = False, console: Console | None = None, 
                                   f"{stopper.bad_evals} evaluations (best {stopper.best_loss:.4f} "
                                   f"at step {stopper.best_step})")
             if step % tc.save_every == 0 or step == s.total_steps or stopped_early:
-                ckpt.save_checkpoint(s.run, step, s.model, s.optimizer, s.scheduler,
-                                     {"early_stopping": stopper.state(), "total_steps": s.total_steps}, s.scaler)
+                save(s, step)
 
     seconds = time.time() - started
-    plot_losses(s.run.metrics, s.run.loss_png)
+    if s.ranks.main:
+        plot_losses(s.run.metrics, s.run.loss_png)
     s.log.write_manifest(finished=datetime.now(timezone.utc).isoformat(), steps=step,
                          best_step=stopper.best_step, best_val_loss=stopper.best_loss)
     console.print(f"done: {step} steps in {seconds:.0f}s; best val loss {stopper.best_loss:.4f} at step "
@@ -89,20 +93,20 @@ def train_step(s: Session, step: int) -> tuple[dict, int]:
     tc = s.config.train
     tick = time.perf_counter()
     lengths = [len(x.input_ids) for x in s.data.train]
-    indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step)
-    batches = [make_batch([s.data.train[i] for i in group], s.pad_id, s.packed)
-               for group in micro_batches(indices, lengths, tc.micro_batch_size, s.token_budget)]
-    loss, step_tokens = accumulate_gradients(s.model, batches, s.accelerator, s.scaler)
+    indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step)  # the whole step, all ranks
+    plan = rank_micro_batches(indices, lengths, tc.micro_batch_size, s.token_budget, s.ranks)
+    batches = [make_batch([s.data.train[i] for i in m.indices], s.pad_id, s.packed) for m in plan]
+    loss, step_tokens = accumulate_gradients(s.forward, batches, s.accelerator, s.scaler, [m.weight for m in plan])
     check_finite(loss, step + 1)  # before the update, so no NaN reaches the weights
     if s.scaler:
         s.scaler.unscale_(s.optimizer)  # clip the true gradients
-    grad_norm = s.accelerator.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
+    grad_norm = s.accelerator.clip_grad_norm_(s.forward.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
     skipped = _update(s)
     if not skipped:  # a skipped update leaves the schedule where it was
         s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - tick
-    tokens = sum(real_tokens(b) for b in batches)
+    (tokens,) = all_sum(s.accelerator, sum(real_tokens(b) for b, m in zip(batches, plan) if m.weight))
     event = dict(event="train", step=step + 1, epoch=s.epoch(step + 1), loss=loss, lr=s.scheduler.get_last_lr()[0],
                  grad_norm=float(grad_norm) if grad_norm is not None and not skipped else None,
                  tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds,
@@ -126,47 +130,82 @@ def _update(s: Session) -> bool:
 def validate(s: Session, step: int) -> float:
     """Validation loss at `step`; the adapter is saved when it is the best so far."""
     release_freed_memory(s.device)  # see train/memory.py: once per eval, not per step
-    val_loss = evaluate(s.model, s.data.val, s.pad_id, s.device, s.config.train.micro_batch_size, s.token_budget)
-    improved = s.stopper.update(step, val_loss)
+    val_loss = validation_loss(s)
+    improved = s.stopper.update(step, val_loss)  # the same on every rank: the loss is reduced over all
     s.history["eval"].append(dict(event="eval", step=step, epoch=s.epoch(step), val_loss=val_loss, best=improved))
     s.log.log(**s.history["eval"][-1])
-    if improved:
+    if improved and s.ranks.main:
         ckpt.save_adapter(s.model, s.run.adapter)
     return val_loss
 
 
-def accumulate_gradients(model, batches: list[dict], accelerator, scaler=None) -> tuple[float, int]:
-    """Backward over one optimizer step's micro-batches; return (mean loss per trained token, token count).
+def validation_loss(s: Session) -> float:
+    """Mean loss per trained token over the whole validation set (not a mean of batch means),
+    each rank taking a share, in micro-batches of the run's own setting."""
+    val = s.data.val
+    plan = rank_micro_batches(list(range(len(val))), [len(x.input_ids) for x in val],
+                              s.config.train.micro_batch_size, s.token_budget, s.ranks)
+    total, count = all_sum(s.accelerator, *loss_sums(s.forward, val, plan, s.pad_id, s.device, s.packed))
+    return total / max(count, 1)
 
-    Each micro-batch contributes sum(token losses) / (trained tokens of the whole step), so the
-    accumulated gradient equals the full batch's gradient whatever the micro-batch split.
+
+def save(s: Session, step: int) -> None:
+    """A checkpoint, written by rank 0 with every rank's random generators."""
+    rng = rng_states(s.accelerator)  # a collective: every rank takes part
+    if s.ranks.main:
+        ckpt.save_checkpoint(s.run, step, s.model, s.optimizer, s.scheduler,
+                             {"early_stopping": s.stopper.state(), "total_steps": s.total_steps,
+                              "world_size": s.ranks.world}, rng, s.scaler)
+
+
+def accumulate_gradients(forward, batches: list[dict], accelerator, scaler=None,
+                         weights: list[float] | None = None) -> tuple[float, int]:
+    """Backward over one optimizer step's micro-batches; return (mean loss per trained token, token count),
+    both over the whole step (all ranks).
+
+    Each micro-batch contributes sum(token losses) x world / (trained tokens of the whole step), so
+    the accumulated (and, over ranks, averaged) gradient equals the full batch's whatever the split.
+    `forward` is the loss module (train/loss.LossForward, wrapped by accelerate in a launch of
+    several); a weight of 0 marks a stand-in micro-batch that adds nothing.
     """
-    step_tokens = sum(count_trained(b) for b in batches)
+    weights = weights or [1.0] * len(batches)
+    world = accelerator.num_processes
+    (step_tokens,) = all_sum(accelerator, sum(count_trained(b) for b, w in zip(batches, weights) if w))
     loss_sum = 0.0
-    for batch in batches:
+    for i, (batch, weight) in enumerate(zip(batches, weights)):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        micro_loss, _ = summed_loss(model, batch)
-        scaled = micro_loss / step_tokens
-        accelerator.backward(scaler.scale(scaled) if scaler else scaled)
+        last = i == len(batches) - 1
+        with nullcontext() if last else accelerator.no_sync(forward):  # gradients cross ranks once per step
+            micro_loss = forward(batch) * weight
+            scaled = micro_loss * world / step_tokens
+            accelerator.backward(scaler.scale(scaled) if scaler else scaled)
         loss_sum += micro_loss.item()
-    return loss_sum / step_tokens, step_tokens
+    (loss_sum,) = all_sum(accelerator, loss_sum)
+    return loss_sum / step_tokens, int(step_tokens)
 
 
-@torch.no_grad()
+def loss_sums(forward, examples, plan: list[MicroBatch], pad_id: int, device, packed: bool) -> tuple[float, int]:
+    """(summed token loss, trained tokens) over this rank's micro-batches of `examples`, no gradients."""
+    forward.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for m in plan:
+            batch = {k: v.to(device) for k, v in make_batch([examples[i] for i in m.indices], pad_id, packed).items()}
+            loss = forward(batch)
+            if m.weight:
+                total, count = total + loss.item(), count + count_trained(batch)
+    forward.train()
+    return total, count
+
+
 def evaluate(model, examples, pad_id: int, device, micro_batch_size: int | str = "auto",
              token_budget: int | None = None) -> float:
-    """Mean loss per trained token over the whole validation set (not a mean of batch means),
-    in micro-batches of the run's own setting."""
-    model.eval()
+    """Mean loss per trained token of a PEFT model over `examples` (not a mean of batch means), in one
+    process, in micro-batches of the run's own setting."""
     lengths = [len(x.input_ids) for x in examples]
-    packed = is_packed(model)
-    total, count = 0.0, 0
     budget = {} if token_budget is None else {"token_budget": token_budget}
-    for group in micro_batches(list(range(len(examples))), lengths, micro_batch_size, **budget):
-        batch = {k: v.to(device) for k, v in make_batch([examples[i] for i in group], pad_id, packed).items()}
-        loss, n = summed_loss(model, batch)
-        total, count = total + loss.item(), count + n
-    model.train()
+    plan = [MicroBatch(g) for g in micro_batches(list(range(len(examples))), lengths, micro_batch_size, **budget)]
+    total, count = loss_sums(LossForward(model), examples, plan, pad_id, device, is_packed(model))
     return total / max(count, 1)
 
 
@@ -176,9 +215,9 @@ def _warn(console: Console, log: RunLog, step: int, message: str | None) -> None
         log.log(event="guard", step=step, message=message)
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, shown: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
-        TimeRemainingColumn(), console=console, transient=False,
+        TimeRemainingColumn(), console=console, transient=False, disable=not shown,
     )

@@ -54,6 +54,22 @@ def adapter_precision(model):
         yield
 
 
+class LossForward(torch.nn.Module):
+    """The training loss as a module, so its forward can go through accelerate's wrapper.
+
+    DDP arms its gradient all-reduce in the wrapper's forward, and FSDP gathers sharded weights
+    there: a loss that called the decoder of the unwrapped model directly would leave each rank
+    training on its own gradients (TRL#7245). One process uses it unwrapped.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return summed_loss(self.model, batch)[0]
+
+
 def summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Return (sum of token cross-entropies, number of trained tokens) for one micro-batch."""
     with adapter_precision(model):

@@ -25,14 +25,20 @@ def versions() -> dict[str, str]:
 
 
 class RunLog:
-    def __init__(self, run: RunDir):
+    """Reads for every rank; writes only where `writes` (rank 0 of a launch of several)."""
+
+    def __init__(self, run: RunDir, writes: bool = True):
         self.run = run
         self.metrics_path = run.metrics
+        self.writes = writes
 
     def write_config(self, config: Config) -> None:
-        write_atomic(self.run.config, dump_config(config))
+        if self.writes:
+            write_atomic(self.run.config, dump_config(config))
 
     def write_manifest(self, **fields) -> None:
+        if not self.writes:
+            return
         path = self.run.manifest
         manifest = json.loads(path.read_text()) if path.exists() else {}
         manifest.update(fields)
@@ -42,6 +48,8 @@ class RunLog:
         write_atomic(path, json.dumps(manifest, indent=2))
 
     def log(self, **event) -> None:
+        if not self.writes:
+            return
         event.setdefault("time", round(time.time(), 3))
         with self.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(event) + "\n")
@@ -60,6 +68,8 @@ class RunLog:
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop events logged after the checkpoint so metrics.jsonl reads like one run."""
+        if not self.writes:
+            return
         kept = [e for e in self.read_events() if e.get("step", 0) <= step]
         write_atomic(self.metrics_path, "".join(json.dumps(e) + "\n" for e in kept))
 

@@ -20,12 +20,13 @@ from ..data.batching import steps_per_epoch
 from ..data.template import template_hash
 from ..device import compute_dtype, needs_grad_scaler, pick_device
 from ..errors import TunewiseError
-from ..files import file_sha256
+from ..files import file_sha256, hold_lock
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora
 from ..model.quant import keep_training_layout
 from ..rundir import RunDir
 from . import checkpoint as ckpt
+from .distributed import Ranks, launch_ranks, restore_rng, wrap_loss
 from .early_stop import EarlyStopping
 from .memory import release_freed_memory
 from .optim import make_optimizer, make_scheduler
@@ -52,6 +53,10 @@ class Session:
     scheduler: object
     stopper: EarlyStopping
     log: RunLog
+    ranks: Ranks = field(default_factory=Ranks)
+    forward: torch.nn.Module | None = None  # the loss, through accelerate's wrapper in a launch of several
+    lock: object = None  # the run directory's lock, held by rank 0 while it trains
+    console: Console | None = None  # quiet on every rank but 0
     dtype: str = "bfloat16"  # what runs: model.dtype, or float16 on a GPU without bfloat16
     scaler: torch.amp.GradScaler | None = None  # float16 only: gradients scaled so they do not underflow
     step: int = 0  # optimizer steps already taken (resumed runs)
@@ -67,13 +72,15 @@ class Session:
 
 def start_run(config: Config, resume: bool, console: Console, device_choice: str = "auto") -> Session:
     run = RunDir(config.output_dir)
+    device = pick_device(device_choice)
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
+    console = console if ranks.main else Console(quiet=True)  # one voice for the launch
     _check_run_dir(run, resume)
     changes = _config_changes(run, config) if resume else None  # before any weight is loaded
-    device = pick_device(device_choice)
     dtype, dtype_note = compute_dtype(config.model.dtype, device)
-    ckpt.ensure_writable(run)
-    accelerator = Accelerator(cpu=device.type == "cpu")
-    set_seed(config.train.seed)
+    lock = _claim(run, ranks)
+    set_seed(config.train.seed)  # the same on every rank: the adapters start identical
     if dtype_note:
         console.print(Text.assemble(("note: ", "yellow"), dtype_note))
 
@@ -84,6 +91,9 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
                  data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
         console.print(line)
     model, packed, speed_record = _model(config, source, dtype, accelerator.device, console)
+    forward = wrap_loss(accelerator, model)
+    if ranks.rank:  # each rank draws its own dropout masks
+        set_seed(config.train.seed + ranks.rank)
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
     if memory_warning:
         console.print(Text.assemble(("warning: ", "yellow"), memory_warning))
@@ -94,8 +104,8 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     optimizer = make_optimizer(model, tc.lr, tc.weight_decay)
     session = Session(config, run, accelerator, model, tokenizer.pad_token_id, data, packed, token_budget,
                       total_steps, optimizer, make_scheduler(optimizer, tc.scheduler, tc.warmup_ratio, total_steps),
-                      EarlyStopping(tc.early_stopping_patience), RunLog(run), dtype,
-                      torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None)
+                      EarlyStopping(tc.early_stopping_patience), RunLog(run, writes=ranks.main), ranks, forward,
+                      lock, console, dtype, torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None)
     if resume:
         session.step = _resume(session, console)
     if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
@@ -103,6 +113,16 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
     return session
+
+
+def _claim(run: RunDir, ranks: Ranks):
+    """Rank 0 makes the run directory and holds its lock: a second `tunewise train` into it, or a
+    launch of several processes that accelerate did not join up, is refused rather than mixed in."""
+    lock = None
+    if ranks.main:
+        ckpt.ensure_writable(run)
+        lock = hold_lock(run.lock, f"output_dir {run.path}")
+    return lock
 
 
 def _model(config: Config, source: str, dtype: str, device, console: Console):
@@ -126,6 +146,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
         speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,
+        world_size=s.ranks.world, engine=s.ranks.engine,
     )
 
 
@@ -160,7 +181,10 @@ def _resume(s: Session, console: Console) -> int:
     path = ckpt.latest_checkpoint(s.run)
     if path is None:
         raise TunewiseError(f"--resume: no complete checkpoint under {s.run.checkpoints}")
-    meta = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.scaler)
+    meta, rng = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.scaler)
+    note = restore_rng(rng, s.ranks, s.device)
+    if note:
+        console.print(Text.assemble(("note: ", "yellow"), note))
     s.stopper.load(meta["early_stopping"])
     s.log.truncate_after(meta["step"])
     console.print(f"resumed from {path} (step {meta['step']})")
