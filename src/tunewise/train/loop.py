@@ -92,11 +92,7 @@ def train_step(s: Session, step: int) -> tuple[dict, int]:
     """One optimizer step (the `step`-th, from 0); returns its metrics event and trained tokens."""
     tc = s.config.train
     tick = time.perf_counter()
-    lengths = [len(x.input_ids) for x in s.data.train]
-    indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step)  # the whole step, all ranks
-    plan = rank_micro_batches(indices, lengths, tc.micro_batch_size, s.token_budget, s.ranks)
-    batches = [make_batch([s.data.train[i] for i in m.indices], s.pad_id, s.packed) for m in plan]
-    loss, step_tokens = accumulate_gradients(s.forward, batches, s.accelerator, s.scaler, [m.weight for m in plan])
+    loss, step_tokens, tokens = step_gradients(s, step)
     check_finite(loss, step + 1)  # before the update, so no NaN reaches the weights
     if s.scaler:
         s.scaler.unscale_(s.optimizer)  # clip the true gradients
@@ -106,7 +102,6 @@ def train_step(s: Session, step: int) -> tuple[dict, int]:
         s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - tick
-    (tokens,) = all_sum(s.accelerator, sum(real_tokens(b) for b, m in zip(batches, plan) if m.weight))
     event = dict(event="train", step=step + 1, epoch=s.epoch(step + 1), loss=loss, lr=s.scheduler.get_last_lr()[0],
                  grad_norm=float(grad_norm) if grad_norm is not None and not skipped else None,
                  tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds,
@@ -114,6 +109,19 @@ def train_step(s: Session, step: int) -> tuple[dict, int]:
     if skipped:
         event["skipped"] = "fp16 gradients overflowed: no update, the gradient scale was lowered"
     return event, step_tokens
+
+
+def step_gradients(s: Session, step: int) -> tuple[float, int, int]:
+    """The `step`-th step's gradients, all-reduced over the ranks; returns (loss per trained token,
+    trained tokens, tokens), each over the whole step."""
+    tc = s.config.train
+    lengths = [len(x.input_ids) for x in s.data.train]
+    indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step)  # the whole step, all ranks
+    plan = rank_micro_batches(indices, lengths, tc.micro_batch_size, s.token_budget, s.ranks)
+    batches = [make_batch([s.data.train[i] for i in m.indices], s.pad_id, s.packed) for m in plan]
+    loss, step_tokens = accumulate_gradients(s.forward, batches, s.accelerator, s.scaler, [m.weight for m in plan])
+    (tokens,) = all_sum(s.accelerator, sum(real_tokens(b) for b, m in zip(batches, plan) if m.weight))
+    return loss, step_tokens, int(tokens)
 
 
 def _update(s: Session) -> bool:
