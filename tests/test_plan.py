@@ -151,3 +151,20 @@ def test_loss_memory_beyond_one_chunk_is_the_kept_gradient():
     assert logits(100) == 100 * (100 * 10 + 2 * 64)  # one chunk in flight + the kept hidden-state gradient
     # past one chunk each further position adds only its kept gradient (2h bytes; the head is frozen)
     assert logits(3 * CHUNK) - logits(2 * CHUNK) == CHUNK * 2 * 64
+
+
+def test_several_gpus_ddp_adds_buckets_and_fsdp_shards():
+    """Per GPU: DDP keeps the whole model plus a flat copy of the gradients for its all-reduce; FSDP
+    keeps a quarter of weights, gradients and optimizer state on 4 GPUs, plus two gathered layers."""
+    shape = resolve_shape("llama-3.1-8b")
+    one = plan(shape, "full", 1024, 1, True)
+    ddp = plan(shape, "full", 1024, 1, True, gpus=4, strategy="ddp")
+    fsdp = plan(shape, "full", 1024, 1, True, gpus=4, strategy="fsdp")
+    assert ddp.breakdown["DDP gradient buckets"] == one.breakdown["gradients (16-bit)"]
+    assert ddp.total_bytes == one.total_bytes + one.breakdown["gradients (16-bit)"]
+    for key in ("weights (16-bit)", "optimizer (fp32 master + Adam m, v)", "gradients (16-bit)"):
+        assert fsdp.breakdown[key] == -(-one.breakdown[key] // 4)
+    assert 0 < fsdp.breakdown["FSDP gathered layers (2 of them)"] < one.breakdown["weights (16-bit)"] / 4
+    assert fsdp.total_bytes < one.total_bytes / 3
+    with pytest.raises(TunewiseError, match="--strategy 'zero'"):
+        plan(shape, "lora", 1024, 1, gpus=2, strategy="zero")

@@ -166,9 +166,12 @@ def plan_cmd(
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
     lora_r: int = typer.Option(_default(LoraConfig, "r"), "--lora-r", min=1),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="e.g. 24GB: say whether it fits."),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs in the launch (accelerate launch --num_processes)."),
+    strategy: str = typer.Option("ddp", "--strategy", help="ddp | fsdp, with --gpus above 1 (tunewise train "
+                                 "runs ddp; fsdp is planned only)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Predict peak training memory, broken down, and whether it fits a GPU."""
+    """Predict peak training memory of one GPU, broken down, and whether it fits."""
     import json
 
     from rich.table import Table
@@ -176,12 +179,14 @@ def plan_cmd(
     from .plan import GIB, parse_size, plan, resolve_shape
 
     budget = parse_size(gpu_memory) if gpu_memory else None
-    result = plan(resolve_shape(model), method, seq_len, batch, gradient_checkpointing, lora_r, budget)
+    result = plan(resolve_shape(model), method, seq_len, batch, gradient_checkpointing, lora_r, budget,
+                  gpus=gpus, strategy=strategy)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return
     table = Table(title=f"{method} on {model}: seq {seq_len} x batch {batch}"
-                        + (" with gradient checkpointing" if gradient_checkpointing else ""))
+                        + (" with gradient checkpointing" if gradient_checkpointing else "")
+                        + (f", one of {gpus} GPUs ({strategy})" if gpus > 1 else ""))
     table.add_column("memory")
     table.add_column("GiB", justify="right")
     for name, size in result.breakdown.items():

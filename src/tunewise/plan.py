@@ -146,9 +146,14 @@ def _layer_activation_bytes(s: Shape, method: str, lora_dropout: bool) -> int:
 
 def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpointing: bool = False,
          lora_r: int = 16, gpu_memory: int | None = None, trained_fraction: float = 1.0,
-         lora_dropout: bool = True) -> Plan:
+         lora_dropout: bool = True, gpus: int = 1, strategy: str = "ddp") -> Plan:
+    """Peak memory of one GPU; `batch` is its micro-batch. With several GPUs, DDP keeps a full copy
+    of the model on each plus its gradient buckets; FSDP shards weights, gradients and optimizer
+    state over the GPUs and gathers one layer's weights at a time."""
     if method not in ("full", "lora", "qlora"):
         raise TunewiseError(f"--method {method!r}: choose full, lora or qlora")
+    if strategy not in ("ddp", "fsdp"):
+        raise TunewiseError(f"--strategy {strategy!r}: choose ddp or fsdp")
     tokens = seq_len * batch
     b = {}
     if method == "qlora":
@@ -174,12 +179,28 @@ def plan(shape: Shape, method: str, seq_len: int, batch: int, gradient_checkpoin
         b["activations"] = tokens * per_layer * shape.layers
     b["logits and loss (fp32, trained positions)"] = _logit_bytes(shape, int(tokens * trained_fraction),
                                                                   head_trains=method == "full")
+    if gpus > 1:
+        _spread(b, shape, gpus, strategy)
     total = _peak(b)
     result = Plan(method, b, total, CUDA_OVERHEAD)
     if gpu_memory is not None:
         _fit(result, shape, method, seq_len, batch, gradient_checkpointing, lora_r, gpu_memory, trained_fraction,
-             lora_dropout)
+             lora_dropout, gpus, strategy)
     return result
+
+
+def _spread(b: dict[str, int], shape: Shape, gpus: int, strategy: str) -> None:
+    """One GPU's share of a launch of `gpus` processes, in place."""
+    grads = sum(v for k, v in b.items() if "gradients" in k)
+    if strategy == "ddp":  # all-reduce buckets: a flat copy of the gradients (gradient_as_bucket_view off)
+        b["DDP gradient buckets"] = grads
+        return
+    lasting = [k for k in b if k.startswith(("weights", "quantization", "LoRA", "optimizer", "gradients"))]
+    whole = sum(b[k] for k in lasting if k.startswith(("weights", "quantization")))
+    for k in lasting:
+        b[k] = -(-b[k] // gpus)
+    # the layer being computed and the next one, prefetched, gathered whole
+    b["FSDP gathered layers (2 of them)"] = 2 * whole // max(shape.layers, 1)
 
 
 CPU_TOKEN_CAP = 8192  # on CPU a larger micro-batch is no faster, only bigger
@@ -238,10 +259,12 @@ def _peak(b: dict[str, int]) -> int:
     return static + max(saved + logits, inputs + max(logits, layer), grads)
 
 
-def _fit(result: Plan, shape, method, seq_len, batch, ckpt, lora_r, budget, frac, dropout) -> None:
+def _fit(result: Plan, shape, method, seq_len, batch, ckpt, lora_r, budget, frac, dropout, gpus, strategy) -> None:
     usable = budget - CUDA_OVERHEAD
     result.budget_bytes, result.fits = budget, result.total_bytes <= usable
-    total = lambda s, bb, c=ckpt: plan(shape, method, s, bb, c, lora_r, None, frac, dropout).total_bytes
+    def total(s, bb, c=ckpt, m=method):
+        return plan(shape, m, s, bb, c, lora_r, None, frac, dropout, gpus, strategy).total_bytes
+
     result.max_batch = max((bb for bb in range(1, 1025) if total(seq_len, bb) <= usable), default=0)
     result.max_seq_len = max((s for s in range(128, 131073, 128) if total(s, batch) <= usable), default=0)
     if result.fits:
@@ -251,8 +274,7 @@ def _fit(result: Plan, shape, method, seq_len, batch, ckpt, lora_r, budget, frac
                          "still sees the same batch through gradient accumulation")
     elif not ckpt and total(seq_len, 1, True) <= usable:
         result.advice = "enable train.gradient_checkpointing (about 20% slower, far less activation memory)"
-    elif (method != "qlora"
-          and plan(shape, "qlora", seq_len, 1, True, lora_r, None, frac, dropout).total_bytes <= usable):
+    elif method != "qlora" and total(seq_len, 1, True, "qlora") <= usable:
         result.advice = "use QLoRA (model.quantization=nf4) with gradient checkpointing"
     else:
         result.advice = f"shorten sequences to {result.max_seq_len} tokens (data.max_seq_len) or use a larger GPU"
