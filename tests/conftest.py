@@ -34,18 +34,27 @@ def smol_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def chatml_tokenizer(smol_dir):
-    from tunewise.model.load import load_tokenizer
-
-    return load_tokenizer(str(smol_dir))
+def tokenizer_dir(request) -> Path:
+    """Where the SmolLM2 tokenizer is read: the bundled model, or $TUNEWISE_TEST_TOKENIZER, a directory
+    holding only its tokenizer files (a GPU machine is sent those, not the 94 MiB GGUF: see
+    benchmarks/device/issue14.sh). Tests that need the model's weights take `smol_dir` itself."""
+    env = os.environ.get("TUNEWISE_TEST_TOKENIZER")
+    return Path(env) if env else request.getfixturevalue("smol_dir")
 
 
 @pytest.fixture(scope="session")
-def llama3_tokenizer(smol_dir):
+def chatml_tokenizer(tokenizer_dir):
+    from tunewise.model.load import load_tokenizer
+
+    return load_tokenizer(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer(tokenizer_dir):
     """The SmolLM2 vocabulary with Llama-3's special tokens and chat template."""
     from tunewise.model.load import load_tokenizer
 
-    tok = load_tokenizer(str(smol_dir))
+    tok = load_tokenizer(str(tokenizer_dir))
     tok.add_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
     tok.bos_token = "<|begin_of_text|>"
     tok.eos_token = "<|eot_id|>"

@@ -14,6 +14,9 @@ ignored Mistral window measured 1.6 off), gradients rtol 1e-4 plus atol 1e-5 of 
 tensor's largest entry (fp32 rounding of an entry that nearly cancels: Gemma 3 measured 1.4e-6
 absolute, 4e-4 relative, on one of 512). The lean MLP claims "bit for bit the same" gradients: checked with
 torch.equal.
+
+Every test runs on the CPU and, where CUDA is visible (the device machine, benchmarks/device/issue14.sh),
+again on the GPU: there packed attention takes SDPA's kernels for every batch without a softcap.
 """
 
 import pytest
@@ -30,6 +33,8 @@ from tunewise.train.patches import apply_speed_paths
 from tunewise.train.swiglu import enable_lean_mlp
 
 WINDOW = 8
+NO_CUDA = not torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(NO_CUDA, reason="needs CUDA (the device machine)"))]
 FAMILIES = {  # name: (config class, model class, family settings, lean MLP modules expected)
     "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, {}, 2),
     "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM,  # layer 1 slides, layer 0 does not
@@ -49,14 +54,23 @@ FAMILIES = {  # name: (config class, model class, family settings, lean MLP modu
 }
 
 
-def tiny_model(name: str, vocab: int, pad_id: int):
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+def on(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def tiny_model(name: str, vocab: int, pad_id: int, device="cpu"):
     config_cls, model_cls, settings, _ = FAMILIES[name]
     config = config_cls(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                         pad_token_id=pad_id, attn_implementation="eager", **settings)
     torch.manual_seed(0)
-    model = add_lora(model_cls(config).float(), Config.model_validate({"data": {"train": "x"}}).lora.model_copy(
-        update={"dropout": 0.0}))
+    lora = Config.model_validate({"data": {"train": "x"}}).lora.model_copy(update={"dropout": 0.0})
+    model = add_lora(model_cls(config).float().to(device), lora)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
@@ -91,10 +105,11 @@ def tunewise_loss_and_grads(model, batch, grads):
 
 @pytest.mark.parametrize("name, eager_max_len", [(name, 512) for name in FAMILIES] +
                          [("mistral", 0), ("qwen2", 0), ("gemma2", 0)])  # 0: SDPA's path where it can
-def test_training_path_matches_the_models_own_forward(name, eager_max_len, items, chatml_tokenizer, monkeypatch, grads):
+def test_training_path_matches_the_models_own_forward(name, eager_max_len, items, chatml_tokenizer, monkeypatch, grads,
+                                                     device):
     monkeypatch.setattr(packing, "EAGER_MAX_LEN", eager_max_len)
-    model = tiny_model(name, len(chatml_tokenizer), chatml_tokenizer.pad_token_id)
-    padded = collate(items, chatml_tokenizer.pad_token_id)
+    model = tiny_model(name, len(chatml_tokenizer), chatml_tokenizer.pad_token_id, device)
+    padded = on(collate(items, chatml_tokenizer.pad_token_id), device)
     want, want_grads = own_loss_and_grads(model, padded, grads)
 
     speed = apply_speed_paths(model)
@@ -106,7 +121,7 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
                                "training takes the model's own code there"]
     else:
         assert speed.packed and speed.record["packed_attention"] == {"layers": 2} and not speed.notes
-    got, got_grads = tunewise_loss_and_grads(model, pack(items) if speed.packed else padded, grads)
+    got, got_grads = tunewise_loss_and_grads(model, on(pack(items), device) if speed.packed else padded, grads)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
     assert got_grads.keys() == want_grads.keys()
     for key, g in got_grads.items():
@@ -115,10 +130,10 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
                                    msg=lambda m, key=key: f"{key}: {m}")
 
 
-def test_lean_mlp_gradients_are_bit_for_bit(items, chatml_tokenizer, grads):
+def test_lean_mlp_gradients_are_bit_for_bit(items, chatml_tokenizer, grads, device):
     """swiglu.py's docstring: "gradients are bit for bit the same"."""
-    model = tiny_model("llama", len(chatml_tokenizer), chatml_tokenizer.pad_token_id)
-    batch = collate(items, chatml_tokenizer.pad_token_id)
+    model = tiny_model("llama", len(chatml_tokenizer), chatml_tokenizer.pad_token_id, device)
+    batch = on(collate(items, chatml_tokenizer.pad_token_id), device)
     plain, plain_grads = tunewise_loss_and_grads(model, batch, grads)
     assert enable_lean_mlp(model) == 2
     lean, lean_grads = tunewise_loss_and_grads(model, batch, grads)
@@ -150,13 +165,13 @@ def test_packed_call_without_its_layout_raises():
     assert out.shape == (1, 6, 4, 8)
 
 
-def test_unpacked_calls_keep_the_models_own_attention(items, chatml_tokenizer):
+def test_unpacked_calls_keep_the_models_own_attention(items, chatml_tokenizer, device):
     """After packing is enabled, a left-padded call (generation) gives the eager logits, softcap included."""
-    model = tiny_model("gemma2", len(chatml_tokenizer), chatml_tokenizer.pad_token_id).eval()
+    model = tiny_model("gemma2", len(chatml_tokenizer), chatml_tokenizer.pad_token_id, device).eval()
     width = max(len(x.input_ids) for x in items)
     pad = chatml_tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(x.input_ids)) + x.input_ids for x in items])
-    mask = torch.tensor([[0] * (width - len(x.input_ids)) + [1] * len(x.input_ids) for x in items])
+    ids = torch.tensor([[pad] * (width - len(x.input_ids)) + x.input_ids for x in items], device=device)
+    mask = torch.tensor([[0] * (width - len(x.input_ids)) + [1] * len(x.input_ids) for x in items], device=device)
     with torch.no_grad():
         before = model(input_ids=ids, attention_mask=mask).logits
         assert apply_speed_paths(model).packed
@@ -164,28 +179,28 @@ def test_unpacked_calls_keep_the_models_own_attention(items, chatml_tokenizer):
     torch.testing.assert_close(after[mask.bool()], before[mask.bool()], rtol=1e-5, atol=1e-5)
 
 
-def test_training_forward_builds_no_cache_and_no_mask(items, chatml_tokenizer, monkeypatch):
+def test_training_forward_builds_no_cache_and_no_mask(items, chatml_tokenizer, monkeypatch, device):
     """use_cache=False, and a packed forward builds no [N, N] mask (its attention ignores masks)."""
-    model = tiny_model("mistral", len(chatml_tokenizer), chatml_tokenizer.pad_token_id)
+    model = tiny_model("mistral", len(chatml_tokenizer), chatml_tokenizer.pad_token_id, device)
     assert apply_speed_paths(model).packed
     masks, caches = [], []
     monkeypatch.setattr(packing, "sdpa_mask", lambda *a, **k: masks.append(1))
     decoder = model.get_base_model().get_decoder()
     decoder.register_forward_pre_hook(lambda m, a, kw: caches.append(kw.get("use_cache")), with_kwargs=True)
-    summed_loss(model, pack(items))
+    summed_loss(model, on(pack(items), device))
     assert caches == [False] and masks == []
 
 
 @pytest.mark.parametrize("softcap", [None, 5.0])
-def test_matmul_attention_window_and_softcap_match_autograd(softcap):
+def test_matmul_attention_window_and_softcap_match_autograd(softcap, device):
     """The recomputing kernel against plain autograd of the same expression (eager attention's)."""
     torch.manual_seed(0)
-    q = torch.randn(2, 4, 20, 8, requires_grad=True)
-    k, v = (torch.randn(2, 2, 20, 8, requires_grad=True) for _ in range(2))
+    q = torch.randn(2, 4, 20, 8, device=device, requires_grad=True)
+    k, v = (torch.randn(2, 2, 20, 8, device=device, requires_grad=True) for _ in range(2))
     out = packing._matmul_attention(q, k, v, 0.3, 0.0, WINDOW, softcap)
     scores = torch.matmul(q, k.repeat_interleave(2, 1).transpose(2, 3)) * 0.3
     scores = scores if softcap is None else torch.tanh(scores / softcap) * softcap
-    pos = torch.arange(20)
+    pos = torch.arange(20, device=device)
     allowed = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - WINDOW)  # transformers' mask
     want = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v.repeat_interleave(2, 1)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
