@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .config import DataConfig, LoraConfig, TrainConfig
 from .errors import TunewiseError
@@ -300,6 +301,42 @@ def merge(
                   f"max |logit diff| {parity.max_abs_diff:.3g}")
 
 
+export_app = typer.Typer(help="Export a tuned model for other runtimes.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("gguf")
+def export_gguf_cmd(
+    source: str = typer.Argument(..., help="A run directory (merged first) or a merged model directory."),
+    out: str = typer.Option(..., "--out", help="The GGUF file to write (FILE.gguf)."),
+    qtype: str = typer.Option("f16", "--type", help="f16 | bf16 | q8_0"),
+    modelfile: bool = typer.Option(False, "--modelfile", help="Also write an Ollama Modelfile beside it."),
+    no_verify: bool = typer.Option(False, "--no-verify",
+                                   help="Skip the llama.cpp check (for when llama-cpp-python is not installed)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Write a GGUF for llama.cpp and Ollama, checked against transformers through llama.cpp."""
+    _quiet_libraries()
+    from .export.to_gguf import export_gguf
+
+    result = export_gguf(source, out, qtype, modelfile, not no_verify, device, log=console.print)
+    if result.merge_parity is not None:
+        console.print(f"merge parity: top-1 agreement {result.merge_parity.top1_agreement:.1%}")
+    if result.report is None:
+        console.print("[yellow]not checked[/] (--no-verify): install llama-cpp-python (`make install-export`) "
+                      "to check the file against transformers")
+    else:
+        for line in result.report.lines():
+            console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        console.print("[green]checks passed[/]")
+    size = result.path.stat().st_size / 2**20
+    console.print(f"GGUF: {result.path} ({result.info.arch}, {result.info.qtype}, {size:.0f} MiB); "
+                  f"run it: llama-cli -m {result.path} -cnv", soft_wrap=True)
+    if result.modelfile is not None:
+        console.print(f"Modelfile: {result.modelfile} ({result.translation.style} template); "
+                      f"ollama create NAME -f {result.modelfile} && ollama run NAME", soft_wrap=True)
+
+
 @app.command()
 def chat(
     target: str = typer.Argument(..., help="A run directory, a model directory, or a model name."),
@@ -335,7 +372,8 @@ def main() -> None:
     try:
         app()
     except TunewiseError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        # escaped: messages quote model and user text ("[/INST]", token id lists) that is not markup
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         sys.exit(1)
     except OSError as e:  # a full disk or a vanished file mid-run: say what and where, no traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""

@@ -1,1 +1,1 @@
-"""Export: merging an adapter into a 16-bit base (merge.py)."""
+"""Export: merging an adapter into a 16-bit base (merge.py); a checked GGUF and Ollama Modelfile (to_gguf.py)."""
