@@ -52,10 +52,13 @@ def test_train_bundled_model_end_to_end(sql_data, tmp_path):
 
     # the evidence commands on the same run: eval (JSON + HTML), merge, chat
     proc = run(["eval", "--run", "runs/e2e", "--data", "val.jsonl", "--metric", "exact_match",
-                "--json", "eval.json", "--html", "report.html", "--max-new-tokens", "24"], cwd=tmp_path)
+                "--json", "eval.json", "--html", "report.html", "--max-new-tokens", "24", "--probes", "16"],
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["n"] == 6 and len(result["examples"]) == 6 and "base" in proc.stdout
+    assert result["forgetting"]["probes"] == 16 and result["forgetting"]["tokens"] > 100  # on by default
+    assert "KL(base || tuned)" in proc.stdout and "<h2>Forgetting</h2>" in (tmp_path / "report.html").read_text()
     assert "data:image/png;base64" in (tmp_path / "report.html").read_text()  # loss curve embedded
     proc = run(["merge", "runs/e2e", "--out", "merged"], cwd=tmp_path)
     assert proc.returncode == 0 and "top-1 agreement 100.0%" in proc.stdout, proc.stdout + proc.stderr
@@ -86,6 +89,12 @@ def test_user_errors_are_one_clear_message(tmp_path):
     assert proc.returncode == 1 and "t.jsonl:1" in proc.stderr and "last message" in proc.stderr
     assert "Traceback" not in proc.stderr
 
+    proc = run(["train", "c.yaml", "--from", "no-such-run"], cwd=tmp_path)
+    assert proc.returncode == 1 and "lora.init_from=no-such-run: neither a run directory" in proc.stderr
+    (tmp_path / "c.yaml").write_text("data: {train: t.jsonl, replay: {fraction: 0.9}}\n")
+    proc = run(["train", "c.yaml"], cwd=tmp_path)
+    assert proc.returncode == 1 and "data.replay.fraction" in proc.stderr and "Traceback" not in proc.stderr
+
 
 def test_advise_follows_the_guide(tmp_path):
     proc = run(["advise", "--problem", "format", "--examples", "300", "--tried-prompting"], cwd=tmp_path)
@@ -114,3 +123,13 @@ def test_data_split_keeps_the_input(tmp_path, sql_example, write_jsonl):
     for p in sizes:
         lines |= set((tmp_path / "split" / f"{p}.jsonl").read_text().splitlines())
     assert lines == set(before.decode().splitlines())
+
+
+def test_data_check_shows_what_replay_would_mix_in(tmp_path, sql_example, write_jsonl):
+    write_jsonl(tmp_path / "new.jsonl", [sql_example(i) for i in range(95)])
+    write_jsonl(tmp_path / "old.jsonl", [sql_example(500 + i) for i in range(60)] + [{"messages": []}])
+    proc = run(["data", "check", "new.jsonl", "--replay", "old.jsonl", "--replay-fraction", "0.05", "--json"],
+               cwd=tmp_path)
+    report = json.loads(proc.stdout)
+    assert report["replay"]["examples"] == 5  # round(95 * 0.05 / 0.95)
+    assert report["replay"]["report"]["errors"] == 1 and proc.returncode == 1  # the replay file is checked too

@@ -86,3 +86,18 @@ def test_model_output_cannot_attach_a_file(tmp_path):
     target = tmp_path / "pwned.db"
     assert sql(f"ATTACH DATABASE '{target}' AS x", "SELECT 1", META) == 0.0
     assert not target.exists()  # ATTACH would have created it
+
+
+def test_json_fields_checks_valid_json_and_each_field():
+    score = get_metric("json_fields")
+    ref = '{"name": "Maria Lopez", "age": 34, "city": "Porto", "member": true}'
+    assert score('{"age": 34.0, "name": "maria lopez ", "city": "Porto", "member": true}', ref, {}) == 1.0
+    assert score('{"name": "Maria Lopez", "age": 35, "city": "Porto", "member": true}', ref, {}) == 0.75
+    assert score('{"name": "Maria Lopez", "age": 34, "city": "Porto", "member": 1}', ref, {}) == 0.75  # not a bool
+    assert score('{"name": "Maria Lopez", "age": 34, "city": "Porto"}', ref, {}) == 0.75  # a field missing
+    assert score('{"name": "Maria Lopez", "age": 34, "city": "Porto", "member": true, "x": 1}', ref, {}) == 0.8
+    assert score('```json\n{"name": "Maria Lopez"}\n```', ref, {}) == 0.0  # markdown around it: not JSON
+    assert score('["Maria Lopez", 34]', ref, {}) == 0.0  # valid JSON, but not an object
+    assert score('{"a": null}', '{"a": null}', {}) == 1.0 and score('{"a": 0}', '{"a": null}', {}) == 0.0
+    with pytest.raises(TunewiseError, match="JSON object as the reference"):
+        score("{}", "[1]", {})

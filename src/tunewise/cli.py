@@ -78,25 +78,46 @@ def data_check(
     allow_small: bool = typer.Option(False, "--allow-small", help="Fewer than 50 examples is a warning, not an error."),
     fold_system_prompt: bool = typer.Option(False, "--fold-system-prompt", help=FOLD_HELP),
     end_of_turn: Optional[str] = typer.Option(None, "--end-of-turn", help=END_HELP),
+    replay: Optional[str] = typer.Option(None, "--replay", help="data.replay.source: a JSONL file (checked too) or "
+                                         "self; says how many examples train would mix in."),
+    replay_fraction: float = typer.Option(0.05, "--replay-fraction", min=0.001, max=0.5,
+                                          help="data.replay.fraction"),
 ) -> None:
     """Find data and chat-template mistakes before training. Exit 0 usable, 1 errors, 2 usage."""
     import json
 
     _quiet_libraries()
     from .data.doctor import check
+    from .data.split import replay_count
     from .data.targets import TargetOptions
 
     tokenizer, options = None, TargetOptions()
     if model:
         tokenizer, options = _tokenizer_and_options(model, fold_system_prompt, end_of_turn)
     report = check(file, val, tokenizer, max_seq_len if model else None, allow_small, options)
+    replay_report = check(replay, None, tokenizer, max_seq_len if model else None, True, options) \
+        if replay and replay != "self" else None
+    summary = None
+    if replay:  # what train would mix in: the seeded sample's size, from the train file's count
+        n = replay_count(report.stats.get("examples", {}).get(str(file), 0), replay_fraction)
+        summary = {"source": replay, "fraction": replay_fraction, "examples": n}
     if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+        out = report.to_json()
+        if summary:
+            out["replay"] = {**summary, "report": replay_report.to_json() if replay_report else None}
+        print(json.dumps(out, indent=2))
     else:
         from .data.doctor_view import show
 
         show(report, console)
-    if report.errors or (strict and report.warnings):
+        if replay_report:
+            show(replay_report, console)
+        if summary:
+            console.print(f"replay: train would mix {summary['examples']} examples from {replay} into every epoch "
+                          f"({replay_fraction:.1%} of the mixed set), never into validation", highlight=False)
+    errors = report.errors + (replay_report.errors if replay_report else 0)
+    warnings = report.warnings + (replay_report.warnings if replay_report else 0)
+    if errors or (strict and warnings):
         raise typer.Exit(1)
 
 
@@ -241,12 +262,15 @@ def train(
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.max_steps=5 lora.r=8"),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in output_dir."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    init_from: Optional[str] = typer.Option(
+        None, "--from", help="RUN_DIR|ADAPTER_DIR: continue from this adapter on new data, with a fresh optimizer "
+        "and schedule (lora.init_from). With --resume: resume that continued run from its latest checkpoint."),
 ) -> None:
     """Train a LoRA or QLoRA adapter from a config."""
     from .config import load_config
 
     _quiet_libraries()
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config, [*(overrides or []), *([f"lora.init_from={init_from}"] if init_from else [])])
     from .train.loop import train as run_training
 
     run_training(cfg, resume=resume, console=console, device=device)
@@ -257,22 +281,39 @@ def eval_cmd(
     run: str = typer.Option(..., "--run", help="Run directory (holds config.yaml and adapter/)."),
     data: str = typer.Option(..., "--data", help="Held-out JSONL; the last assistant message is the reference."),
     metric: str = typer.Option(..., "--metric",
-                               help="exact_match | sql_exec | json_valid | regex:PATTERN | module:function"),
+                               help="exact_match | sql_exec | json_valid | json_fields | regex:PATTERN | "
+                               "module:function"),
     json_out: Optional[str] = typer.Option(None, "--json", help="Write results as JSON here."),
     html_out: Optional[str] = typer.Option(None, "--html", help="Write a self-contained HTML report here."),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    probes: int = typer.Option(64, "--probes", min=0, max=100,
+                               help="General probes for the forgetting check (0: off); base answers cached per base."),
+    previous: Optional[str] = typer.Option(None, "--previous", help="Earlier task's run: its score before and after "
+                                           "(default: the run this one continued, train --from)."),
+    previous_data: Optional[str] = typer.Option(None, "--previous-data", help="Its held-out JSONL (default: "
+                                                "what its last eval used)."),
+    previous_metric: Optional[str] = typer.Option(None, "--previous-metric", help="Its metric (default: its "
+                                                  "last eval's)."),
 ) -> None:
-    """Score base and tuned models on the same held-out prompts (greedy decoding)."""
+    """Score base and tuned models on the same held-out prompts (greedy decoding), and check forgetting."""
     _quiet_libraries()
     from .evaluate.compare import compare
+    from .evaluate.forgetting import ForgettingOptions
+    from .evaluate.forgetting_report import forgetting_table
     from .evaluate.metrics import get_metric
     from .evaluate.report import score_table, write_html, write_json
 
     get_metric(metric)  # fail on a bad metric before loading any model
-    result = compare(run, data, metric, max_new_tokens, batch_size, device=device)
+    if previous_metric:
+        get_metric(previous_metric)
+    options = ForgettingOptions(probes, previous, previous_data, previous_metric)
+    result = compare(run, data, metric, max_new_tokens, batch_size, device=device, forgetting=options)
     console.print(score_table(result))
+    table = forgetting_table(result)
+    if table:
+        console.print(table)
     from pathlib import Path
 
     from .rundir import RunDir

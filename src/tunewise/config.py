@@ -33,6 +33,19 @@ class LoraConfig(_Strict):
     alpha: float = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    init_from: str | None = None
+    """Continue from this adapter (a run directory or an adapter directory; `train --from`): its
+    weights start the run, trainable, with a fresh optimizer and schedule. Its base model, r,
+    alpha, target modules and chat template must match this config's."""
+
+
+class ReplayConfig(_Strict):
+    """Other data mixed into every epoch against forgetting (the guide: 5-10% general data)."""
+    fraction: float = Field(0.05, gt=0, le=0.5)
+    """Share of the mixed training set that is replay: n_replay = round(n_train * f / (1 - f))."""
+    source: str = "self"
+    """`self`: the base model's own greedy answers to the bundled probe prompts (self-distillation,
+    no outside data); or a JSONL file, e.g. the previous task's training data."""
 
 
 class DataConfig(_Strict):
@@ -49,6 +62,8 @@ class DataConfig(_Strict):
     end_of_turn: str | None = None
     """The token that ends an assistant turn where the chat template writes none (default: the
     model's own stop token, from its generation_config, or EOS)."""
+    replay: ReplayConfig | None = None
+    """Off by default; e.g. `replay: {fraction: 0.05, source: self}`."""
 
     @model_validator(mode="after")
     def _one_val_source(self) -> "DataConfig":
@@ -157,12 +172,12 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def _resolve_paths(config: Config, base: Path) -> Config:
     """Data paths in a config are relative to the config file, like every tool users know."""
     data = config.data
-    for key in ("train", "val"):
-        value = getattr(data, key)
-        if value is not None and not Path(value).is_absolute() and not Path(value).exists():
+    for node, key in ((data, "train"), (data, "val"), (data.replay, "source")):
+        value = getattr(node, key, None)
+        if value is not None and value != "self" and not Path(value).is_absolute() and not Path(value).exists():
             candidate = base / value
             if candidate.exists():
-                setattr(data, key, str(candidate))
+                setattr(node, key, str(candidate))
     return config
 
 

@@ -16,6 +16,11 @@ from pathlib import Path
 from .errors import TunewiseError
 
 
+def cache_dir() -> Path:
+    """tunewise's user cache (converted models, base models' probe answers): $TUNEWISE_CACHE or ~/.cache/tunewise."""
+    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise"))
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)

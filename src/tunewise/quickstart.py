@@ -20,6 +20,7 @@ from .data.load import load_examples
 from .device import pick_device
 from .errors import TunewiseError
 from .evaluate.compare import compare
+from .evaluate.forgetting_report import forgetting_table
 from .evaluate.generate import prompt_messages
 from .evaluate.report import score_table, write_html, write_json
 from .export.merge import merge
@@ -64,6 +65,9 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     write_json(result, out / "eval.json")
     write_html(result, out / "report.html", RunDir(out / "run").loss_png)
     console.print(score_table(result))
+    forgetting = forgetting_table(result)  # the general-probe drift every eval measures
+    if forgetting:
+        console.print(forgetting)
 
     console.rule("4. merge the adapter into a 16-bit base")
     parity = merge(out / "run", out / "merged")

@@ -31,6 +31,11 @@ def split_examples(examples: list[Example], fraction: float, seed: int) -> tuple
     return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]
 
 
+def replay_count(n_train: int, fraction: float) -> int:
+    """Replay examples that make `fraction` of the mixed training set (data.replay)."""
+    return max(1, round(n_train * fraction / (1 - fraction)))
+
+
 def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed: int,
                out: str | Path) -> dict[str, int]:
     path = Path(path)

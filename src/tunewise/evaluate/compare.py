@@ -14,6 +14,7 @@ from ..device import pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..rundir import RunDir
+from .forgetting import ForgettingOptions, forgetting_section
 from .generate import generate, prompt_messages
 from .metrics import get_metric
 
@@ -44,7 +45,10 @@ def load_tuned(run_dir: str | Path, quantization: str | None = None, device: str
 
 
 def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_new_tokens: int = 128,
-            batch_size: int = 16, progress=None, device: str = "auto") -> dict:
+            batch_size: int = 16, progress=None, device: str = "auto",
+            forgetting: ForgettingOptions | None = None) -> dict:
+    """Base and tuned scored on the same prompts; with `forgetting` (on by default; probes=0 turns
+    it off) also the forgetting check and the earlier task's score (evaluate/forgetting.py)."""
     metric = get_metric(metric_name)
     examples = load_examples(data_path)
     model, tokenizer, config = load_tuned(run_dir, device=device)
@@ -67,9 +71,13 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
             "line": ex.line,
         })
     n = len(rows)
-    return {
+    result = {
         "metric": metric_name, "n": n, "data": str(data_path), "run": str(run_dir),
         "base": {"score": sum(r["base_ok"] for r in rows) / n},
         "tuned": {"score": sum(r["tuned_ok"] for r in rows) / n},
         "examples": rows,
     }
+    options = forgetting or ForgettingOptions()
+    result["forgetting"] = forgetting_section(model, tokenizer, config, run_dir, data_path, metric_name, options,
+                                              max_new_tokens, batch_size)
+    return result

