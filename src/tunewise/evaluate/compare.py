@@ -14,6 +14,7 @@ from ..device import pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..rundir import RunDir
+from .failures import add_failures
 from .generate import generate, prompt_messages
 from .metrics import get_metric
 
@@ -67,9 +68,10 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
             "line": ex.line,
         })
     n = len(rows)
-    return {
+    result = {
         "metric": metric_name, "n": n, "data": str(data_path), "run": str(run_dir),
         "base": {"score": sum(r["base_ok"] for r in rows) / n},
         "tuned": {"score": sum(r["tuned_ok"] for r in rows) / n},
         "examples": rows,
     }
+    return add_failures(result, metric_name, [e.meta for e in examples])  # right format? hallucination?
