@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-export test quickstart bench clean
+.PHONY: install install-export test quickstart bench clean browser
 QUICKSTART_OUT ?= tunewise-quickstart
 
 install: $(STAMP)
@@ -37,6 +37,12 @@ $(EXPORT_STAMP): $(STAMP)
 test: install install-export
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/pytest -q
+
+# The review page's browser test (tests/test_review.py) drives Debian's chromium with its driver;
+# it skips where they are missing. Needs root (CI runs this before `make test`).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 # The main job on a fresh machine: install if needed, then check, train, evaluate, merge, chat.
 quickstart: install

@@ -326,6 +326,49 @@ def eval_cmd(
         console.print(f"HTML report: {html_out}")
 
 
+@app.command("review")
+def review_cmd(
+    run: Optional[str] = typer.Option(None, "--run", help="Run directory whose base and tuned answers to review."),
+    data: Optional[str] = typer.Option(None, "--data", help="Held-out JSONL (the guide: 50-100 unseen examples)."),
+    eval_json: Optional[str] = typer.Option(None, "--eval",
+                                            help="Reuse the answers in this `tunewise eval --json` file of --data."),
+    out: Optional[str] = typer.Option(None, "--out", help="Directory for review.html and its key (RUN/review)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the A/B order (default: a random one)."),
+    score_file: Optional[str] = typer.Option(None, "--score", help="Downloaded answers JSON to unblind and score."),
+    key: Optional[str] = typer.Option(None, "--key", help="The review's key (default: the one the answers name)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Blind manual review: a page to judge base and tuned answers unlabelled, then --score to unblind."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from .evaluate import review
+
+    if score_file:
+        if run or data:
+            raise TunewiseError("--score scores a finished review; give it alone (with --key if needed)")
+        scores = review.score(score_file, key)
+        table = Table(title=f"blind review of {scores['items']} examples (share of yes among answered)")
+        table.add_column("model")
+        for label in review.QUESTIONS.values():
+            table.add_column(label, justify="right")
+        for side in review.SIDES:
+            cells = [f"{s['share']:.1%} ({s['yes']}/{s['answered']})" if s["answered"] else "-"
+                     for s in scores[side].values()]
+            table.add_row(side, *cells)
+        console.print(table)
+        return
+    if not run or not data:
+        raise TunewiseError("give --run RUN_DIR and --data FILE to write a review page, or --score ANSWERS.json")
+    _quiet_libraries()
+    result, contexts = review.review_inputs(run, data, eval_json, device)
+    page, key_path = review.write_review(result, contexts, Path(out) if out else Path(run) / "review", seed)
+    console.print(f"review page: {page} ({result['n']} examples; open it in a browser)")
+    console.print(f"key (keep it from the reviewer): {key_path}")
+    console.print("then: tunewise review --score review-answers-....json")
+
+
 @app.command()
 def merge(
     run: str = typer.Argument(..., help="Run directory."),

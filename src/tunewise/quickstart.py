@@ -2,7 +2,9 @@
 
 It runs the SQL example (package data: tunewise/examples/sql, also at examples/sql in a checkout)
 on the bundled model and leaves
-OUT/run, OUT/merged, OUT/eval.json and OUT/report.html.
+OUT/run, OUT/merged, OUT/eval.json and OUT/report.html (the test split: schemas never seen in
+training), and OUT/eval-shift.json and OUT/report-shift.html (the style-shift split: other schemas
+and questions from a second, independently written generator).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .data.load import load_examples
 from .device import pick_device
 from .errors import TunewiseError
 from .evaluate.compare import compare
+from .evaluate.forgetting import ForgettingOptions
 from .evaluate.forgetting_report import forgetting_table
 from .evaluate.generate import prompt_messages
 from .evaluate.report import score_table, write_html, write_json
@@ -33,7 +36,7 @@ EXAMPLE = Path(__file__).resolve().parent / "examples" / "sql"
 
 
 def _example_dir() -> Path:
-    if not (EXAMPLE / "config.yaml").is_file() or not (EXAMPLE / "test.jsonl").is_file():
+    if not all((EXAMPLE / name).is_file() for name in ("config.yaml", "test.jsonl", "shift.jsonl")):
         raise TunewiseError(
             f"the SQL example was not found at {EXAMPLE}; reinstall tunewise (the example ships "
             "inside the package)"
@@ -60,14 +63,18 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     config.data.train, config.data.val = str(example / "train.jsonl"), str(example / "val.jsonl")
     train(config, console=console)
 
-    console.rule("3. evaluate base vs tuned on the test split (schemas never seen in training)")
-    result = compare(out / "run", example / "test.jsonl", "sql_exec")
-    write_json(result, out / "eval.json")
-    write_html(result, out / "report.html", RunDir(out / "run").loss_png)
-    console.print(score_table(result))
-    forgetting = forgetting_table(result)  # the general-probe drift every eval measures
-    if forgetting:
-        console.print(forgetting)
+    for split, suffix, what in (("test", "", "schemas never seen in training"),
+                                ("shift", "-shift", "other schemas, questions written by another generator")):
+        console.rule(f"3. evaluate base vs tuned on the {split} split ({what})")
+        # the forgetting check measures the adapter, not the split: once is enough
+        options = None if split == "test" else ForgettingOptions(probes=0)
+        result = compare(out / "run", example / f"{split}.jsonl", "sql_exec", forgetting=options)
+        write_json(result, out / f"eval{suffix}.json")
+        write_html(result, out / f"report{suffix}.html", RunDir(out / "run").loss_png)
+        console.print(score_table(result))
+        forgetting = forgetting_table(result)  # the general-probe drift every eval measures
+        if forgetting:
+            console.print(forgetting)
 
     console.rule("4. merge the adapter into a 16-bit base")
     parity = merge(out / "run", out / "merged")
@@ -84,6 +91,9 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     console.rule(f"done in {time.time() - started:.0f}s")
     for label, path in (("run directory", out / "run"), ("adapter", RunDir(out / "run").adapter),
                         ("merged model", out / "merged"), ("eval JSON", out / "eval.json"),
-                        ("HTML report", out / "report.html"), ("loss curve", RunDir(out / "run").loss_png)):
+                        ("HTML report", out / "report.html"), ("style-shift report", out / "report-shift.html"),
+                        ("loss curve", RunDir(out / "run").loss_png)):
         console.print(f"{label:>14}: {path}")
     console.print(f"try it: tunewise chat {out / 'run'}")
+    console.print(f"review blind: tunewise review --run {out / 'run'} --data {example / 'test.jsonl'} "
+                  f"--eval {out / 'eval.json'}")

@@ -14,6 +14,7 @@ from ..device import pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..rundir import RunDir
+from .failures import add_failures
 from .forgetting import ForgettingOptions, forgetting_section
 from .generate import generate, prompt_messages
 from .metrics import get_metric
@@ -80,4 +81,4 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
     options = forgetting or ForgettingOptions()
     result["forgetting"] = forgetting_section(model, tokenizer, config, run_dir, data_path, metric_name, options,
                                               max_new_tokens, batch_size)
-    return result
+    return add_failures(result, metric_name, [e.meta for e in examples])  # right format? hallucination?

@@ -1,165 +1,199 @@
-"""Schemas for the text-to-SQL example: varied domains and column types.
+"""Schemas for the text-to-SQL example: 2 to 5 related tables per domain, with the overlapping
+column names real databases have (`id` and `name` in most tables, several dates and amounts).
 
-Each schema is one main table (with a name column, numeric columns, categorical columns and
-sometimes a date) and optionally a parent table it references, for joins. Nouns describe the
-columns in questions so phrasings stay natural.
+A table is written as `"plural singular"` and its columns as `"column:kind(args)|noun"`:
+- `name(pool)`: TEXT, the row's name; pool `person` (first and last names) or a suffix such as
+  `Hall` ("Aurora Hall"); values unique within the table.
+- `cat(a,b,c)`: TEXT drawn from the values; `text?`-style `?` after any kind allows NULLs.
+- `int(lo,hi)` / `real(lo,hi)`: numbers, distinct within the table (so "top 3" has one answer).
+- `date`: TEXT 'YYYY-MM-DD' between 2018 and 2025.
+- `fk(table)`: INTEGER REFERENCES table(id).
+The noun after `|` is how questions name the column (default: the name with spaces).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
+SPEC = re.compile(r"(?P<name>\w+):(?P<kind>\w+)(?:\((?P<args>[^)]*)\))?(?P<null>\?)?(?:\|(?P<noun>.+))?$")
+
 
 @dataclass
-class Num:
+class Column:
     name: str
+    kind: str  # name | cat | int | real | date | fk
+    args: list[str]
+    nullable: bool
     noun: str
-    low: float
-    high: float
-    real: bool = False
+
+    @property
+    def sql_type(self) -> str:
+        return {"int": "INTEGER", "fk": "INTEGER", "real": "REAL"}.get(self.kind, "TEXT")
 
 
 @dataclass
-class Cat:
+class Table:
     name: str
-    noun: str
-    values: list[str]
+    entity: str
+    columns: list[Column] = field(default_factory=list)
+
+    def of(self, *kinds: str) -> list[Column]:
+        return [c for c in self.columns if c.kind in kinds]
+
+    @property
+    def label(self) -> Column | None:
+        names = self.of("name")
+        return names[0] if names else None
+
+    def fk_to(self, other: str) -> Column | None:
+        return next((c for c in self.of("fk") if c.args[0] == other), None)
 
 
 @dataclass
-class Parent:
-    table: str
-    entity: str  # singular noun
-    name_col: str
-    cat: Cat
-    fk: str  # column in the child table
+class Domain:
+    name: str
+    tables: list[Table]
+
+    def table(self, name: str) -> Table:
+        return next(t for t in self.tables if t.name == name)
 
 
-@dataclass
-class Schema:
-    table: str
-    entity: str  # singular noun ("employee")
-    plural: str
-    name_col: str
-    nums: list[Num]
-    cats: list[Cat]
-    date: str | None = None
-    parent: Parent | None = None
-    names: list[str] = field(default_factory=list)
+def T(names: str, columns: str) -> Table:
+    plural, entity = names.split()
+    table = Table(plural, entity)
+    for spec in columns.split("; "):
+        m = SPEC.match(spec.strip())
+        if not m:
+            raise ValueError(f"bad column spec {spec!r} in {plural}")
+        args = [a.strip() for a in (m["args"] or "").split(",") if a.strip()]
+        table.columns.append(Column(m["name"], m["kind"], args, bool(m["null"]),
+                                    m["noun"] or m["name"].replace("_", " ")))
+    return table
 
 
-def S(table, entity, plural, name_col, nums, cats, date=None, parent=None, names=()):
-    return Schema(table, entity, plural, name_col, nums, cats, date, parent, list(names))
+def D(name: str, *tables: Table) -> Domain:
+    return Domain(name, list(tables))
 
-
-FIRST = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Liam",
-         "Maya", "Noah", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wes", "Yara"]
 
 TRAIN = [
-    S("employees", "employee", "employees", "name",
-      [Num("salary", "salary", 30000, 150000), Num("age", "age", 21, 65)],
-      [Cat("department", "department", ["Sales", "Engineering", "Finance", "Support"])], date="hired_on",
-      parent=Parent("offices", "office", "city", Cat("country", "country", ["France", "Japan", "Brazil"]), "office_id"),
-      names=FIRST),
-    S("products", "product", "products", "title",
-      [Num("price", "price", 2, 900, real=True), Num("stock", "stock level", 0, 500)],
-      [Cat("category", "category", ["Toys", "Garden", "Kitchen", "Books"])],
-      parent=Parent("suppliers", "supplier", "company", Cat("region", "region", ["North", "South", "East"]), "supplier_id"),
-      names=["Lamp", "Kettle", "Rake", "Puzzle", "Novel", "Blender", "Hose", "Robot", "Atlas", "Teapot",
-             "Shovel", "Kite", "Mixer", "Diary", "Drone", "Planter", "Toaster", "Yo-yo"]),
-    S("books", "book", "books", "title",
-      [Num("pages", "page count", 80, 1200), Num("year", "publication year", 1950, 2024)],
-      [Cat("genre", "genre", ["Fantasy", "History", "Poetry", "Science"]), Cat("language", "language", ["English", "Spanish", "German"])],
-      names=["Dune Road", "Salt Hills", "Blue Fox", "Iron Bay", "Quiet Star", "Paper Moon", "Old Roots", "Red Tide",
-             "Glass Key", "Green Mile", "Stone Age", "Silver Pine", "Night Owl", "Cold Lake"]),
-    S("students", "student", "students", "full_name",
-      [Num("gpa", "GPA", 1.5, 4.0, real=True), Num("credits", "number of credits", 0, 180)],
-      [Cat("major", "major", ["Biology", "History", "Physics", "Art"])], date="enrolled_on",
-      parent=Parent("advisors", "advisor", "advisor_name", Cat("faculty", "faculty", ["Science", "Humanities"]), "advisor_id"),
-      names=FIRST),
-    S("flights", "flight", "flights", "code",
-      [Num("distance_km", "distance in km", 200, 12000), Num("seats", "number of seats", 50, 400)],
-      [Cat("origin", "origin city", ["Paris", "Lima", "Oslo", "Cairo"]), Cat("status", "status", ["on time", "delayed", "cancelled"])],
-      date="departs_on", names=[f"FL{n}" for n in range(101, 131)]),
-    S("movies", "movie", "movies", "title",
-      [Num("rating", "rating", 1, 10, real=True), Num("runtime", "runtime in minutes", 70, 200)],
-      [Cat("genre", "genre", ["Drama", "Comedy", "Horror", "Action"])],
-      parent=Parent("studios", "studio", "studio_name", Cat("country", "country", ["USA", "India", "Korea"]), "studio_id"),
-      names=["Echo", "Mirage", "Harbor", "Comet", "Lantern", "Orbit", "Fable", "Rumble", "Zenith", "Velvet",
-             "Tundra", "Nova", "Riddle", "Summit", "Cascade"]),
-    S("orders", "order", "orders", "reference",
-      [Num("amount", "amount", 5, 2000, real=True), Num("quantity", "quantity", 1, 40)],
-      [Cat("status", "status", ["shipped", "pending", "returned"]), Cat("channel", "sales channel", ["web", "store", "phone"])],
-      date="ordered_on", names=[f"ORD-{n}" for n in range(1001, 1031)]),
-    S("patients", "patient", "patients", "patient_name",
-      [Num("age", "age", 1, 95), Num("weight_kg", "weight in kg", 3, 140, real=True)],
-      [Cat("blood_type", "blood type", ["A", "B", "AB", "O"])], date="admitted_on",
-      parent=Parent("wards", "ward", "ward_name", Cat("floor", "floor", ["ground", "first", "second"]), "ward_id"),
-      names=FIRST),
-    S("cars", "car", "cars", "model",
-      [Num("horsepower", "horsepower", 60, 600), Num("price_usd", "price in dollars", 8000, 120000)],
-      [Cat("fuel", "fuel type", ["petrol", "diesel", "electric", "hybrid"]), Cat("maker", "maker", ["Ardent", "Borealis", "Cygnet"])],
-      names=["Arrow", "Bolt", "Crest", "Drift", "Ember", "Flux", "Glide", "Haze", "Ion", "Jet", "Kestrel",
-             "Lynx", "Mako", "Nimbus", "Onyx", "Pulse"]),
-    S("recipes", "recipe", "recipes", "dish",
-      [Num("calories", "calories", 80, 1400), Num("prep_minutes", "preparation time in minutes", 5, 180)],
-      [Cat("cuisine", "cuisine", ["Thai", "Italian", "Mexican", "Greek"]), Cat("course", "course", ["starter", "main", "dessert"])],
-      names=["Pad Thai", "Risotto", "Tacos", "Moussaka", "Tiramisu", "Salsa", "Gyros", "Curry", "Lasagna",
-             "Churros", "Baklava", "Satay", "Gnocchi", "Nachos"]),
-    S("songs", "song", "songs", "title",
-      [Num("duration_sec", "duration in seconds", 90, 600), Num("plays", "play count", 0, 90000)],
-      [Cat("genre", "genre", ["jazz", "rock", "pop", "folk"])], date="released_on",
-      parent=Parent("artists", "artist", "artist_name", Cat("country", "country", ["Canada", "Nigeria", "Sweden"]), "artist_id"),
-      names=["Halo", "Drift Away", "Neon", "Ocean Eyes", "Static", "Bloom", "Wildfire", "Paper Boats", "Gravity",
-             "Lullaby", "Sunset", "Voltage", "Harvest", "Runaway"]),
-    S("hotels", "hotel", "hotels", "hotel_name",
-      [Num("rooms", "number of rooms", 10, 400), Num("nightly_rate", "nightly rate", 40, 900, real=True)],
-      [Cat("city", "city", ["Rome", "Kyoto", "Austin", "Nairobi"])],
-      names=["Grand Palm", "Blue Door", "Maple Inn", "Harbor View", "Sky Lodge", "Olive Court", "Cedar House",
-             "Lotus Stay", "River Rest", "Summit Suites", "Garden Gate", "Amber Hall"]),
-    S("games", "game", "games", "title",
-      [Num("score", "review score", 10, 100), Num("players_max", "maximum number of players", 1, 64)],
-      [Cat("platform", "platform", ["PC", "console", "mobile"]), Cat("rating", "age rating", ["E", "T", "M"])],
-      date="launched_on", names=["Skyforge", "Pixel Run", "Deep Dive", "Star Haul", "Rune Quest", "Mech War",
-                                 "Farm Life", "Speed Zone", "Word Hunt", "Chess Pro", "Zombie Dash", "Sail Away"]),
-    S("athletes", "athlete", "athletes", "athlete_name",
-      [Num("height_cm", "height in cm", 150, 215), Num("medals", "number of medals", 0, 30)],
-      [Cat("sport", "sport", ["swimming", "rowing", "judo", "cycling"])],
-      parent=Parent("teams", "team", "team_name", Cat("nation", "nation", ["Kenya", "Italy", "Chile"]), "team_id"),
-      names=FIRST),
+    D("company",
+      T("offices office", "name:name(Office)|office name; city:cat(Lyon,Osaka,Recife,Tampere)|city; opened_on:date|opening date"),
+      T("employees employee", "name:name(person); salary:int(32000,140000); hired_on:date|hire date; "
+        "department:cat(Sales,Engineering,Finance,Support); office_id:fk(offices); manager_note:cat(remote,part-time)?|note")),
+    D("shop",
+      T("customers customer", "name:name(person); email:cat(gmail,outlook,proton)|email provider; city:cat(Austin,Denver,Boise); joined_on:date|join date"),
+      T("products product", "name:name(Lamp)|product name; price:real(2,400); category:cat(Toys,Garden,Kitchen,Books); stock:int(0,300)|stock level"),
+      T("orders order", "customer_id:fk(customers); product_id:fk(products); quantity:int(1,40); ordered_on:date|order date; "
+        "status:cat(shipped,pending,returned); amount:real(5,900)|order amount")),
+    D("school",
+      T("teachers teacher", "name:name(person); subject:cat(math,history,biology,art); salary:int(30000,90000); hired_on:date|hire date"),
+      T("students student", "name:name(person); grade:int(6,12)|grade level; birth_date:date|birth date; teacher_id:fk(teachers)|homeroom teacher; email:cat(school,home)?|email type")),
+    D("hospital",
+      T("wards ward", "name:name(Ward)|ward name; floor:int(0,9); beds:int(4,60)|number of beds"),
+      T("doctors doctor", "name:name(person); specialty:cat(Cardiology,Pediatrics,Oncology,Neurology); fee:real(80,500)|consultation fee; ward_id:fk(wards)"),
+      T("patients patient", "name:name(person); age:int(1,95); admitted_on:date|admission date; discharged_on:date?|discharge date; ward_id:fk(wards); doctor_id:fk(doctors)")),
+    D("music",
+      T("artists artist", "name:name(person); country:cat(Canada,Nigeria,Sweden,Chile); debut_year:int(1970,2022)|debut year"),
+      T("albums album", "name:name(Sessions)|album title; artist_id:fk(artists); released_on:date|release date; price:real(5,40)"),
+      T("tracks track", "name:name(Song)|track title; album_id:fk(albums); duration:int(90,600)|duration in seconds; plays:int(0,90000)|play count; genre:cat(jazz,rock,pop,folk)")),
+    D("library",
+      T("authors author", "name:name(person); nationality:cat(Irish,Kenyan,Peruvian,Korean); born:int(1900,1995)|birth year"),
+      T("books book", "title:name(Chronicles)|title; author_id:fk(authors); pages:int(80,1200)|page count; published_on:date|publication date; genre:cat(Fantasy,History,Poetry,Science)"),
+      T("members member", "name:name(person); joined_on:date|membership date; city:cat(Cork,Galway,Sligo)"),
+      T("loans loan", "book_id:fk(books); member_id:fk(members); loaned_on:date|loan date; returned_on:date?|return date; fee:real(0,12)|late fee")),
+    D("airline",
+      T("airports airport", "name:name(Airport)|airport name; city:cat(Lima,Oslo,Cairo,Perth); code:cat(LIM,OSL,CAI,PER)|code"),
+      T("flights flight", "number:name(Flight)|flight number; origin_id:fk(airports)|origin airport; departs_on:date|departure date; seats:int(50,400)|number of seats; price:real(60,1500)|ticket price"),
+      T("passengers passenger", "name:name(person); nationality:cat(Peruvian,Norwegian,Egyptian); birth_date:date|birth date"),
+      T("bookings booking", "flight_id:fk(flights); passenger_id:fk(passengers); booked_on:date|booking date; price:real(50,1400)|price paid; seat_class:cat(economy,business,first)|class")),
+    D("restaurant",
+      T("restaurants restaurant", "name:name(Bistro)|restaurant name; city:cat(Rome,Kyoto,Austin,Nairobi); rating:real(1,5); opened_on:date|opening date"),
+      T("dishes dish", "name:name(Plate)|dish name; restaurant_id:fk(restaurants); price:real(4,60); calories:int(80,1400); vegetarian:cat(yes,no)|vegetarian flag")),
+    D("gym",
+      T("trainers trainer", "name:name(person); specialty:cat(yoga,boxing,cycling,pilates); hourly_rate:real(20,120)|hourly rate"),
+      T("members member", "name:name(person); age:int(16,80); joined_on:date|join date; plan:cat(basic,plus,premium)|membership plan; trainer_id:fk(trainers)?|personal trainer"),
+      T("sessions session", "member_id:fk(members); trainer_id:fk(trainers); held_on:date|session date; minutes:int(20,120)|length in minutes")),
+    D("real_estate",
+      T("agents agent", "name:name(person); agency:cat(Keller,Harbor,Summit)|agency; commission:real(1,6)|commission rate"),
+      T("houses house", "address:name(Street)|address; agent_id:fk(agents); price:int(90000,900000); bedrooms:int(1,7)|number of bedrooms; listed_on:date|listing date; sold_on:date?|sale date")),
+    D("cinema",
+      T("movies movie", "title:name(Story)|title; genre:cat(Drama,Comedy,Horror,Action); runtime:int(70,200)|runtime in minutes; released_on:date|release date; rating:real(1,10)"),
+      T("screens screen", "name:name(Screen)|screen name; seats:int(40,400)|number of seats; format:cat(2D,3D,IMAX)"),
+      T("showings showing", "movie_id:fk(movies); screen_id:fk(screens); shown_on:date|show date; tickets_sold:int(0,400)|tickets sold; price:real(5,25)|ticket price")),
+    D("logistics",
+      T("warehouses warehouse", "name:name(Depot)|warehouse name; city:cat(Hamburg,Gdansk,Porto,Ghent); capacity:int(500,20000)"),
+      T("trucks truck", "plate:name(Truck)|plate; warehouse_id:fk(warehouses); capacity_kg:int(1000,30000)|capacity in kg; bought_on:date|purchase date"),
+      T("drivers driver", "name:name(person); license_class:cat(B,C,CE)|license class; hired_on:date|hire date; salary:int(28000,70000)"),
+      T("deliveries delivery", "truck_id:fk(trucks); driver_id:fk(drivers); delivered_on:date|delivery date; weight_kg:int(50,25000)|weight in kg; distance_km:int(5,900)|distance in km")),
+    D("university",
+      T("departments department", "name:name(Department)|department name; building:cat(North,South,East,West); budget:int(100000,5000000)"),
+      T("professors professor", "name:name(person); department_id:fk(departments); salary:int(50000,180000); hired_on:date|hire date; title:cat(assistant,associate,full)|rank"),
+      T("courses course", "name:name(Seminar)|course name; department_id:fk(departments); credits:int(1,10); professor_id:fk(professors)?|lecturer"),
+      T("students student", "name:name(person); enrolled_on:date|enrollment date; gpa:real(1.5,4)|GPA; department_id:fk(departments)|major department"),
+      T("enrollments enrollment", "student_id:fk(students); course_id:fk(courses); grade:int(40,100); semester:cat(spring,fall)")),
+    D("garage",
+      T("owners owner", "name:name(person); phone:cat(mobile,landline)?|phone type; city:cat(Leeds,York,Bath)"),
+      T("cars car", "model:name(Coupe)|model; owner_id:fk(owners); year:int(1995,2024)|model year; mileage:int(1000,300000); fuel:cat(petrol,diesel,electric)|fuel type"),
+      T("repairs repair", "car_id:fk(cars); repaired_on:date|repair date; cost:real(40,4000); kind:cat(brakes,engine,tyres,paint)|repair type")),
+    D("farm",
+      T("fields field", "name:name(Field)|field name; hectares:real(1,80)|area in hectares; soil:cat(clay,sand,loam)|soil type"),
+      T("crops crop", "name:name(Crop)|crop name; field_id:fk(fields); planted_on:date|planting date; harvested_on:date?|harvest date; yield_tons:real(1,300)|yield in tons")),
+    D("events",
+      T("venues venue", "name:name(Arena)|venue name; city:cat(Madrid,Accra,Hanoi,Quito); capacity:int(200,60000)"),
+      T("events event", "name:name(Festival)|event name; venue_id:fk(venues); held_on:date|event date; ticket_price:real(10,300)|ticket price; category:cat(concert,sport,theatre,talk)"),
+      T("attendees attendee", "name:name(person); event_id:fk(events); registered_on:date|registration date; paid:real(0,300)|amount paid")),
+    D("bank",
+      T("branches branch", "name:name(Branch)|branch name; city:cat(Zurich,Geneva,Basel); opened_on:date|opening date"),
+      T("clients client", "name:name(person); branch_id:fk(branches); birth_date:date|birth date; segment:cat(retail,private,business)"),
+      T("accounts account", "client_id:fk(clients); balance:real(0,90000); opened_on:date|opening date; type:cat(checking,savings)|account type; closed_on:date?|closing date")),
+    D("sports",
+      T("teams team", "name:name(United)|team name; city:cat(Turin,Porto,Lille,Bruges); founded:int(1880,2010)|founding year"),
+      T("players player", "name:name(person); team_id:fk(teams); position:cat(goalkeeper,defender,midfielder,forward); goals:int(0,60); salary:int(20000,900000); birth_date:date|birth date"),
+      T("matches match", "home_team_id:fk(teams)|home team; played_on:date|match date; attendance:int(500,60000); home_goals:int(0,6)|home goals")),
+    D("hotel",
+      T("hotels hotel", "name:name(Inn)|hotel name; city:cat(Lisbon,Prague,Seoul); stars:int(1,5)|star rating"),
+      T("rooms room", "number:name(Room)|room number; hotel_id:fk(hotels); rate:real(40,600)|nightly rate; beds:int(1,4)|number of beds"),
+      T("guests guest", "name:name(person); country:cat(Spain,Ghana,Japan,Peru); email:cat(gmail,yahoo)?|email provider"),
+      T("stays stay", "room_id:fk(rooms); guest_id:fk(guests); checked_in:date|check-in date; nights:int(1,21)|number of nights; total:real(40,9000)|total price")),
+    D("software",
+      T("projects project", "name:name(Project)|project name; started_on:date|start date; budget:int(10000,900000); status:cat(active,paused,done)"),
+      T("engineers engineer", "name:name(person); level:cat(junior,senior,staff); salary:int(40000,220000); project_id:fk(projects)"),
+      T("bugs bug", "title:name(Crash)|title; project_id:fk(projects); reported_on:date|report date; fixed_on:date?|fix date; severity:int(1,5); engineer_id:fk(engineers)?|assignee")),
+    D("zoo",
+      T("enclosures enclosure", "name:name(Enclosure)|enclosure name; area:int(50,5000)|area in square meters; climate:cat(tropical,arid,temperate)"),
+      T("animals animal", "name:name(person)|animal name; species:cat(lion,zebra,otter,parrot); enclosure_id:fk(enclosures); born_on:date|birth date; weight:real(1,900)|weight in kg")),
+    D("charity",
+      T("donors donor", "name:name(person); city:cat(Dublin,Leeds,Oslo); first_gift_on:date|first gift date"),
+      T("campaigns campaign", "name:name(Appeal)|campaign name; goal:int(1000,500000)|goal amount; starts_on:date|start date; ends_on:date|end date"),
+      T("donations donation", "donor_id:fk(donors); campaign_id:fk(campaigns); amount:real(5,20000); given_on:date|donation date; method:cat(card,cash,transfer)|payment method")),
 ]
 
 VAL = [
-    S("trees", "tree", "trees", "species",
-      [Num("height_m", "height in meters", 2, 80, real=True), Num("age_years", "age in years", 1, 900)],
-      [Cat("park", "park", ["Elm Park", "Riverside", "Hilltop"])],
-      names=["Oak", "Birch", "Cedar", "Maple", "Willow", "Spruce", "Ash", "Larch", "Yew", "Alder", "Poplar", "Fir"]),
-    S("invoices", "invoice", "invoices", "invoice_no",
-      [Num("total", "total", 10, 9000, real=True), Num("lines", "number of lines", 1, 60)],
-      [Cat("currency", "currency", ["EUR", "USD", "GBP"])], date="issued_on",
-      parent=Parent("clients", "client", "client_name", Cat("sector", "sector", ["retail", "health", "energy"]), "client_id"),
-      names=[f"INV-{n}" for n in range(501, 525)]),
+    D("rental",
+      T("stores store", "name:name(Store)|store name; city:cat(Graz,Linz,Wels); opened_on:date|opening date"),
+      T("bikes bike", "model:name(Cruiser)|model; store_id:fk(stores); daily_rate:real(8,90)|daily rate; gears:int(1,30)|number of gears"),
+      T("rentals rental", "bike_id:fk(bikes); rented_on:date|rental date; days:int(1,14)|number of days; total:real(8,1200)|total price")),
+    D("museum",
+      T("museums museum", "name:name(Museum)|museum name; city:cat(Lisbon,Prague,Quito); visitors:int(1000,900000)|yearly visitors"),
+      T("exhibits exhibit", "name:name(Gallery)|exhibit name; museum_id:fk(museums); opened_on:date|opening date; closes_on:date?|closing date; price:real(0,30)|entry price")),
 ]
 
 TEST = [
-    S("planets", "planet", "planets", "planet_name",
-      [Num("radius_km", "radius in km", 1000, 70000), Num("moons", "number of moons", 0, 80)],
-      [Cat("system", "star system", ["Sol", "Kepler", "Vega"]), Cat("kind", "type", ["rocky", "gas", "ice"])],
-      names=["Aria", "Brontes", "Cora", "Dion", "Eos", "Fenrir", "Gaia", "Helio", "Ixion", "Juno", "Kronos", "Luna"]),
-    S("courses", "course", "courses", "course_title",
-      [Num("fee", "fee", 50, 3000, real=True), Num("enrolled", "number of enrolled students", 3, 400)],
-      [Cat("level", "level", ["beginner", "intermediate", "advanced"])], date="starts_on",
-      parent=Parent("teachers", "teacher", "teacher_name", Cat("subject", "subject", ["math", "music", "coding"]), "teacher_id"),
-      names=["Algebra I", "Piano Basics", "Python 101", "Jazz Theory", "Calculus", "Web Design", "Statistics",
-             "Guitar Lab", "Data Science", "Geometry", "Choir", "Robotics"]),
-    S("bikes", "bike", "bikes", "bike_model",
-      [Num("weight_kg", "weight in kg", 6, 30, real=True), Num("gears", "number of gears", 1, 30)],
-      [Cat("frame", "frame material", ["carbon", "steel", "aluminium"]), Cat("style", "style", ["road", "mountain", "city"])],
-      names=["Swift", "Ridge", "Urbano", "Falcon", "Trail", "Comet", "Breeze", "Rocket", "Pioneer", "Zephyr", "Vortex", "Ranger"]),
-    S("museums", "museum", "museums", "museum_name",
-      [Num("visitors", "yearly visitors", 1000, 900000), Num("founded", "founding year", 1750, 2020)],
-      [Cat("city", "city", ["Lisbon", "Prague", "Seoul", "Quito"])],
-      parent=Parent("curators", "curator", "curator_name", Cat("field", "field", ["art", "history", "science"]), "curator_id"),
-      names=["Modern Arts", "Sea Life", "Old Town", "Space Hall", "Folk House", "Glass Works", "War Records",
-             "Nature Vault", "Photo Hub", "Clock Tower", "Design Lab", "Textile Loft"]),
+    D("clinic",
+      T("clinics clinic", "name:name(Clinic)|clinic name; city:cat(Malmo,Bergen,Aarhus); opened_on:date|opening date"),
+      T("vets vet", "name:name(person); clinic_id:fk(clinics); fee:real(30,250)|visit fee; hired_on:date|hire date"),
+      T("pets pet", "name:name(person)|pet name; species:cat(dog,cat,rabbit,parrot); born_on:date|birth date; weight:real(0.5,70)|weight in kg"),
+      T("visits visit", "pet_id:fk(pets); vet_id:fk(vets); visited_on:date|visit date; cost:real(20,900); reason:cat(checkup,vaccine,surgery)")),
+    D("publishing",
+      T("publishers publisher", "name:name(Press)|publisher name; country:cat(India,Mexico,Poland); founded:int(1850,2015)|founding year"),
+      T("magazines magazine", "title:name(Monthly)|title; publisher_id:fk(publishers); price:real(2,20); launched_on:date|launch date; issues:int(4,52)|issues per year")),
+    D("transit",
+      T("lines line", "name:name(Line)|line name; color:cat(red,blue,green,yellow)|colour; opened_on:date|opening date"),
+      T("stations station", "name:name(Station)|station name; line_id:fk(lines); daily_riders:int(200,90000)|daily riders; accessible:cat(yes,no)|step-free access"),
+      T("incidents incident", "station_id:fk(stations); happened_on:date|incident date; delay_minutes:int(1,180)|delay in minutes; kind:cat(signal,power,medical)|incident type; resolved_on:date?|resolution date")),
+    D("theatre",
+      T("plays play", "title:name(Tale)|title; playwright:cat(Ibsen,Chekhov,Wilde,Lorca); premiered_on:date|premiere date; runtime:int(60,200)|runtime in minutes"),
+      T("actors actor", "name:name(person); born:int(1940,2005)|birth year; agent:cat(Wave,Stage,Prime)?|agency"),
+      T("roles role", "play_id:fk(plays); actor_id:fk(actors); name:name(Role)|role name; fee:int(500,20000)|fee")),
 ]
