@@ -82,6 +82,7 @@ def test_one_step_two_ranks_equals_one_process_on_the_whole_batch(setup):
     assert r0["sequences"] and r1["sequences"] and not set(r0["sequences"]) & set(r1["sequences"])
     assert sorted(r0["sequences"] + r1["sequences"]) == one["sequences"]  # together: the whole batch
     assert r0["step_tokens"] == r1["step_tokens"] == one["step_tokens"]
+    assert r0["token_budget"] == r1["token_budget"] == 3096  # ranks measured 4096 and 3096: the smaller
     assert r0["loss"] == pytest.approx(one["loss"], rel=1e-6)
     assert set(one["grads"]) == set(r0["grads"])
     for name, g in one["grads"].items():

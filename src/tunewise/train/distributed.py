@@ -114,6 +114,14 @@ def all_sum(accelerator: Accelerator, *values: float) -> list[float]:
     return summed.tolist()
 
 
+def all_min(accelerator: Accelerator, value: int) -> int:
+    """The smallest of the ranks' values. Every rank must plan micro-batches with the same token
+    budget (each plans all ranks' splits), and each measures its own free memory."""
+    if accelerator.num_processes == 1:
+        return value
+    return int(accelerator.gather(torch.tensor([value], device=accelerator.device)).min())
+
+
 def rng_states(accelerator: Accelerator) -> list[dict]:
     """Every rank's random generators, gathered in rank order (a collective: all ranks call it).
     Dropout masks are drawn per rank, so a resumed run needs each rank's own."""

@@ -26,7 +26,7 @@ from ..model.lora import add_lora, load_lora
 from ..model.quant import keep_training_layout
 from ..rundir import RunDir
 from . import checkpoint as ckpt
-from .distributed import Ranks, launch_ranks, restore_rng, wrap_loss
+from .distributed import Ranks, all_min, launch_ranks, restore_rng, wrap_loss
 from .early_stop import EarlyStopping
 from .memory import release_freed_memory
 from .optim import make_optimizer, make_scheduler
@@ -101,6 +101,7 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     if ranks.rank:  # each rank draws its own dropout masks
         set_seed(config.train.seed + ranks.rank)
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
+    token_budget = all_min(accelerator, token_budget)  # one plan on every rank, or collectives mismatch
     if memory_warning:
         console.print(Text.assemble(("warning: ", "yellow"), memory_warning))
 
