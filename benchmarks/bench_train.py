@@ -140,6 +140,15 @@ def step_clock():
     return StepClock()
 
 
+def train_and_finish(trainer, clock, out: Path, save) -> None:
+    """A TRL trainer's run, timed; `save` writes the adapter (Unsloth's model saves it, TRL's trainer does)."""
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    save(str(out / "adapter"))
+    finish(out, seconds, clock.times)
+
+
 def finish(out: Path, seconds: float, step_times: list[float]) -> None:
     """The child's result: training seconds, when each step ended and, on a GPU, its peak allocated/reserved
     memory."""
@@ -201,11 +210,7 @@ def run_trl(variant: str, train: Path, out: Path, quant: str, model_name: str) -
     clock = step_clock()
     trainer = SFTTrainer(model=model, train_dataset=dataset, eval_dataset=val if variant == "a" else None,
                          peft_config=lora, args=args, processing_class=tokenizer, callbacks=[clock])
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    trainer.save_model(str(out / "adapter"))
-    finish(out, seconds, clock.times)
+    train_and_finish(trainer, clock, out, trainer.save_model)
 
 
 def run_unsloth(train: Path, out: Path, quant: str, model_name: str) -> None:
@@ -230,11 +235,7 @@ def run_unsloth(train: Path, out: Path, quant: str, model_name: str) -> None:
     clock = step_clock()
     trainer = SFTTrainer(model=model, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock],
                          args=sft_config("d", out, math.ceil(len(dataset) / 8)))
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    model.save_pretrained(str(out / "adapter"))
-    finish(out, seconds, clock.times)
+    train_and_finish(trainer, clock, out, model.save_pretrained)
 
 
 def run_tunewise(train: Path, out: Path, quant: str, model_name: str) -> None:
