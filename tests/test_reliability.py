@@ -214,3 +214,18 @@ def test_fuzz_config_raises_only_its_own_errors(tmp_path, doc, overrides):
         load_config(path, overrides)
     except TunewiseError:
         pass
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp/mkdtemp (0600/0700); what lands must be readable like any file
+    the user writes, or a model server running as another user (ollama) cannot read the export."""
+    from tunewise.files import atomic_dir, write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", "{}")
+        atomic_dir(tmp_path / "merged", lambda d: (d / "config.json").write_text("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "merged").stat().st_mode & 0o777 == 0o755

@@ -21,11 +21,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TUNEWISE_CACHE", Path.home() / ".cache" / "tunewise"))
 
 
+def usual_mode(path: str | Path) -> None:
+    """Give a temporary file or directory the mode a plain open()/mkdir() would have (0666/0777 less
+    the umask). mkstemp/mkdtemp make them 0600/0700, and the mode follows them through the rename:
+    a merged model or GGUF only its owner can read breaks a server running as another user (ollama)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    usual_mode(tmp)
     os.replace(tmp, path)
 
 
@@ -41,6 +51,7 @@ def atomic_dir(target: Path, write) -> None:
     """Call write(tmp_dir), then rename tmp_dir to target (replacing an older target)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    usual_mode(tmp)
     try:
         write(tmp)
         if target.exists():

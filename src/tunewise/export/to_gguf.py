@@ -16,6 +16,7 @@ from pathlib import Path
 from ..data.load import load_examples
 from ..errors import TunewiseError
 from ..evaluate.compare import load_run_config
+from ..files import usual_mode
 from ..model.load import load_tokenizer
 from ..rundir import RunDir
 from .gguf_model import TYPES, GgufInfo, family_of, read_config, write_gguf
@@ -82,13 +83,11 @@ def export_gguf(source: str | Path, out: str | Path, qtype: str = "f16", modelfi
 
 def _temp_sibling(out: Path) -> Path:
     """An empty file beside `out` (same file system, so the final rename is atomic) with a new
-    file's usual permissions: mkstemp's 0600 would follow the file through the rename."""
+    file's usual permissions."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".gguf", dir=out.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
+    usual_mode(name)
     return Path(name)
 
 

