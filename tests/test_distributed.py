@@ -188,3 +188,22 @@ def test_a_second_trainer_into_the_same_run_is_refused(setup):
         holder.kill()
         holder.wait()
     hold_lock(out / ".lock", "x")  # released by the OS when its holder died
+
+
+def test_single_process_commands_refuse_a_launch_of_several(monkeypatch, tmp_path):
+    """eval/merge/chat/export under torchrun would run N whole copies into one output; refused by name."""
+    from typer.testing import CliRunner
+
+    from tunewise.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv in (["eval", "--run", str(tmp_path), "--data", "x.jsonl", "--metric", "exact_match"],
+                 ["merge", str(tmp_path), "--out", str(tmp_path / "m")],
+                 ["export", "gguf", str(tmp_path), "--out", str(tmp_path / "m.gguf")]):
+        result = CliRunner().invoke(app, argv)
+        assert isinstance(result.exception, TunewiseError), (argv, result.output)
+        message = str(result.exception)
+        assert f"tunewise {argv[0]} runs in one process" in message and "WORLD_SIZE=2" in message
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    result = CliRunner().invoke(app, ["merge", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert isinstance(result.exception, TunewiseError) and "not a tunewise run directory" in str(result.exception)

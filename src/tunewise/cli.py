@@ -25,9 +25,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+# Commands that load a model and write one result: under a launcher of N processes each copy would
+# run the whole command (N evaluations, N merges racing for one directory). Only `train` is distributed.
+SINGLE_PROCESS = {"eval", "merge", "chat", "quickstart", "export"}
+
+
 @app.callback()
-def _root() -> None:
+def _root(ctx: typer.Context) -> None:
     """tunewise: check data, train LoRA/QLoRA adapters, evaluate base vs tuned, merge, chat."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if ctx.invoked_subcommand in SINGLE_PROCESS and world.isdigit() and int(world) > 1:
+        raise TunewiseError(f"tunewise {ctx.invoked_subcommand} runs in one process, but this launch started "
+                            f"{world} (WORLD_SIZE={world}); only `tunewise train` uses several. Run it directly, "
+                            "without accelerate launch or torchrun")
 
 
 # Library warnings known to be noise for a tunewise user, each with why; every other warning
