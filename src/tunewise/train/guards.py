@@ -64,12 +64,26 @@ class OverfitWatch:
 
 
 RISE = 0.01  # val loss must rise by more than 1% over the best to count as overfitting, not noise
+SUSTAIN = 2  # ...at this many evaluations in a row: one bump on a small val set is noise (it often recovers)
 
 
 def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
-    """The best step, when a later eval's val loss rose (by more than RISE) while train loss kept falling."""
-    if len(evals) < 2:
+    """The best step, when SUSTAIN evaluations in a row after it had val loss above the best (by more
+    than RISE) while train loss kept falling."""
+    if len(evals) < SUSTAIN + 1:
         return None
+    best = min(evals, key=lambda e: e["val_loss"])
+
+    def train_near(step: int) -> float:
+        window = [e["loss"] for e in train if step - 10 < e["step"] <= step] or [float("nan")]
+        return sum(window) / len(window)
+
+    above = 0
+    for e in (e for e in evals if e["step"] > best["step"]):
+        above = above + 1 if e["val_loss"] > best["val_loss"] * (1 + RISE) else 0
+        if above >= SUSTAIN and train_near(e["step"]) < train_near(best["step"]):
+            return best["step"]
+    return None
     best = min(evals, key=lambda e: e["val_loss"])
 
     def train_near(step: int) -> float:
