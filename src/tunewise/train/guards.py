@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from ..errors import TunewiseError
 
 WINDOW = 20  # recent steps the spike test compares with
-SPIKE = 2.5  # a step loss this many times the recent median is a spike
+SPIKE = 2.5  # a step loss this many times the recent median is a spike...
+NOISE = 10  # ...and this many median absolute deviations above it: with a few sequences a step, one hard
+# batch lands at 3x the median while validation keeps falling (SQL example, batch 2: 3.2x, 6.2 MADs);
+# a step that diverges lands far outside the recent spread (tens of MADs)
 OSCILLATION_SPIKES = 3  # this many spikes within OSCILLATION_STEPS steps is oscillation
 OSCILLATION_STEPS = 50
 LR_ADVICE = ("lower train.lr (the guide: from 2e-4 to 1e-4 or 5e-5; QLoRA is more sensitive to the "
@@ -38,7 +41,8 @@ class SpikeGuard:
         message = None
         if len(self.recent) >= WINDOW // 2:
             median = statistics.median(self.recent)
-            if loss > SPIKE * median and loss - median > 0.1:
+            spread = statistics.median(abs(x - median) for x in self.recent)
+            if loss > SPIKE * median and loss - median > max(0.1, NOISE * spread):
                 self.spikes = [s for s in self.spikes if s > step - OSCILLATION_STEPS] + [step]
                 message = f"loss spike at step {step}: {loss:.3f} against a recent median of {median:.3f}; {LR_ADVICE}"
                 if len(self.spikes) >= OSCILLATION_SPIKES and not self.warned_oscillation:
