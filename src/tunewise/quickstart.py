@@ -51,16 +51,17 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     example = _example_dir()
     started = time.time()
 
+    config = load_config(example / "config.yaml", [f"output_dir={out / 'run'}"])
+    config.data.train, config.data.val = str(example / "train.jsonl"), str(example / "val.jsonl")
+
     console.rule("1. data check (the same checks `tunewise data check` runs)")
     source = resolve_model(BUNDLED_MODEL)
-    report = check(example / "train.jsonl", example / "val.jsonl", load_tokenizer(source), 512)
+    report = check(example / "train.jsonl", example / "val.jsonl", load_tokenizer(source), config.data.max_seq_len)
     show(report, console)
     if report.errors:
         raise TunewiseError("the example data failed its check; regenerate it with examples/sql/generate.py")
 
     console.rule("2. train (LoRA on smollm2-135m-instruct)")
-    config = load_config(example / "config.yaml", [f"output_dir={out / 'run'}"])
-    config.data.train, config.data.val = str(example / "train.jsonl"), str(example / "val.jsonl")
     train(config, console=console)
 
     for split, suffix, what in (("test", "", "schemas never seen in training"),

@@ -6,8 +6,9 @@ gold query executed against its database while generating.
 Each example's system prompt carries its schema's DDL (2 to 5 tables); `meta.setup_sql` builds
 the database in an in-memory SQLite so the `sql_exec` metric can execute model output. Train, val
 and test use disjoint schemas; shift.jsonl uses other schemas again and phrasings that share no
-template with these. A training conversation asks one to three questions about one schema (every
-answer is trained; the schema is read once), val and test ask one each.
+template with these. A training conversation asks three to six questions about one schema (every
+answer is trained; the schema is read once), val and test ask one each. About half of the training
+questions come wrapped in a request's opening or closing words ("One question: ...", "... Thanks!").
 
     python examples/sql/generate.py [--out examples/sql] [--seed 0]
 """
@@ -28,8 +29,8 @@ from schemas import TEST, TRAIN, VAL, Column, Domain, Table  # noqa: E402
 
 SYSTEM = ("You are a SQL expert. Write one SQLite query that answers the question. "
           "Reply with the query only.\n\nSchema:\n{ddl}")
-PER_DOMAIN = {"train": 60, "val": 12, "test": 12}
-TURNS = {"train": (2, 3, 4), "val": (1,), "test": (1,)}
+PER_DOMAIN = {"train": 40, "val": 12, "test": 12}
+TURNS = {"train": (3, 4, 5, 6), "val": (1,), "test": (1,)}
 FIRST = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Liam", "Maya",
          "Noah", "Olga", "Pablo", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wes", "Yara", "Zoe"]
 LAST = ["Chen", "Okafor", "Silva", "Novak", "Haddad", "Larsen", "Mendes", "Ito", "Kowal", "Reyes", "Berg", "Adeyemi"]
@@ -399,6 +400,27 @@ def join_three(d: Domain, rows: dict, rng: random.Random) -> tuple[str, str] | N
         f"SELECT {a.name}.{a.label.name} {on} WHERE {cond[0]};"
 
 
+# How people wrap a request around the question itself: a small model that only ever saw bare
+# questions reads "Please ..." or a trailing "Thanks" as part of the question's meaning.
+PREFIXES = ["Please answer this: ", "Can you help: ", "One question: ", "Using the schema: ", "Write a query: ",
+            "Query needed: ", "Task: ", "From the database: ", "Hey! ", "SQL for this: ", "Help me with this: ",
+            "Question: ", "For the report: "]
+SUFFIXES = [" Thanks!", " Just the SQL.", " Only the query, please.", " (SQLite)", " Thank you.",
+            " Keep it to one query.", " No explanation needed."]
+
+
+def reword(q: str, rng: random.Random) -> str:
+    """`q` as it is, or inside a request's opening and/or closing words (about half of the time)."""
+    r = rng.random()
+    if r < 0.5:
+        return q
+    if r < 0.8:
+        q = rng.choice(PREFIXES) + q
+    if r >= 0.7:
+        q = q + rng.choice(SUFFIXES)
+    return q
+
+
 def question(d: Domain, rows: dict, rng: random.Random) -> tuple[str, str] | None:
     r = rng.random()
     if r < 0.5:
@@ -445,6 +467,7 @@ def conversations(domains: list[Domain], split: str, rng: random.Random, per_dom
             k = rng.choice(turns)
             messages = [{"role": "system", "content": SYSTEM.format(ddl=ddl)}]
             for q, sql in pairs[i:i + k]:
+                q = reword(q, rng) if split == "train" else q
                 messages += [{"role": "user", "content": q}, {"role": "assistant", "content": sql}]
             out.append({"messages": messages, "meta": {"setup_sql": setup, "schema": d.name, "split": split}})
             i += k

@@ -167,6 +167,89 @@ TRAIN = [
       T("donors donor", "name:name(person); city:cat(Dublin,Leeds,Oslo); first_gift_on:date|first gift date"),
       T("campaigns campaign", "name:name(Appeal)|campaign name; goal:int(1000,500000)|goal amount; starts_on:date|start date; ends_on:date|end date"),
       T("donations donation", "donor_id:fk(donors); campaign_id:fk(campaigns); amount:real(5,20000); given_on:date|donation date; method:cat(card,cash,transfer)|payment method")),
+    D("vineyard",
+      T("vineyards vineyard", "name:name(Estate)|estate name; region:cat(Rioja,Douro,Mosel,Barossa); hectares:real(2,150)|area in hectares; founded:int(1820,2015)|founding year"),
+      T("wines wine", "name:name(Reserve)|wine name; vineyard_id:fk(vineyards); grape:cat(Merlot,Riesling,Syrah,Tempranillo)|grape variety; vintage:int(1990,2023)|vintage year; "
+        "abv:real(9,16)|alcohol by volume; price:real(8,250)|bottle price; sold_out_on:date?|sell-out date"),
+      T("tastings tasting", "wine_id:fk(wines); tasted_on:date|tasting date; score:int(50,100)|critic score; critic:cat(Parker,Jancis,Suckling); bottles:int(1,48)|bottles opened")),
+    D("space",
+      T("agencies agency", "name:name(Agency)|agency name; country:cat(India,France,Japan,Brazil); founded:int(1950,2015)|founding year; budget_musd:int(50,30000)|budget in million USD"),
+      T("rockets rocket", "name:name(Launcher)|rocket name; agency_id:fk(agencies); payload_kg:int(300,60000)|payload capacity in kg; stages:int(1,4)|number of stages; first_flight:date|first flight date"),
+      T("missions mission", "name:name(Mission)|mission name; rocket_id:fk(rockets); launched_on:date|launch date; ended_on:date?|end date; "
+        "target:cat(Moon,Mars,orbit,asteroid)|destination; cost_musd:real(20,4000)|cost in million USD"),
+      T("astronauts astronaut", "name:name(person); agency_id:fk(agencies); mission_id:fk(missions)?|assigned mission; born:int(1955,2000)|birth year; eva_hours:real(0,80)|spacewalk hours")),
+    D("insurance",
+      T("brokers broker", "name:name(person); firm:cat(Aegis,Beacon,Crest)|brokerage; commission:real(2,15)|commission percentage; licensed_on:date|license date"),
+      T("holders holder", "name:name(person)|policyholder name; birth_date:date|birth date; city:cat(Tulsa,Fresno,Omaha,Reno); smoker:cat(yes,no)?|smoker status"),
+      T("policies policy", "number:name(Policy)|policy number; holder_id:fk(holders)|policyholder; broker_id:fk(brokers)?; kind:cat(auto,home,life,travel)|policy type; "
+        "premium:real(120,9000)|annual premium; starts_on:date|start date; lapsed_on:date?|lapse date"),
+      T("claims claim", "policy_id:fk(policies); filed_on:date|filing date; amount:real(100,250000)|claimed amount; paid:real(0,200000)|amount paid out; outcome:cat(approved,denied,open)")),
+    D("esports",
+      T("squads squad", "name:name(Gaming)|team name; region:cat(EU,NA,Korea,Brazil); founded:int(2000,2022)|founding year; sponsor:cat(Razor,Volt,Nova)?|main sponsor"),
+      T("players player", "handle:name(Byte)|gamer tag; squad_id:fk(squads)|team; role:cat(carry,support,tank,jungle); joined_on:date|join date; salary:int(15000,400000)"),
+      T("tournaments tournament", "name:name(Cup)|tournament name; game:cat(Dota,Valorant,Fortnite)|game title; starts_on:date|start date; "
+        "prize_pool:int(10000,3000000)|prize pool; city:cat(Seoul,Katowice,Austin)|host city"),
+      T("placements placement", "squad_id:fk(squads)|team; tournament_id:fk(tournaments); place:int(1,16)|final placement; winnings:real(0,900000)|prize money; kills:int(20,900)|total kills")),
+    D("orchestra",
+      T("halls hall", "name:name(Hall)|hall name; city:cat(Vienna,Leipzig,Turku,Bologna); seats:int(300,2800)|seating capacity; built:int(1870,2019)|year built"),
+      T("orchestras orchestra", "name:name(Philharmonic)|orchestra name; founded:int(1842,2010)|founding year; home_hall_id:fk(halls)|home hall; budget:int(200000,9000000)|annual budget"),
+      T("musicians musician", "name:name(person); orchestra_id:fk(orchestras); instrument:cat(violin,cello,oboe,horn,timpani); joined_on:date|joining date; "
+        "retired_on:date?|retirement date; salary:int(30000,120000)"),
+      T("concerts concert", "title:name(Serenade)|concert title; orchestra_id:fk(orchestras); hall_id:fk(halls)|venue; performed_on:date|concert date; "
+        "conductor:cat(Nagano,Alsop,Dudamel)|guest conductor"),
+      T("tickets ticket", "concert_id:fk(concerts); sold_on:date|sale date; price:real(15,320)|ticket price; section:cat(stalls,balcony,box)|seating section; "
+        "discount:cat(student,senior)?|discount type")),
+    D("hiking",
+      T("parks park", "name:name(Park)|park name; region:cat(Alps,Andes,Rockies,Atlas)|mountain range; area_km2:int(20,9000)|area in square km; established:int(1890,2015)|year established"),
+      T("trails trail", "name:name(Trail)|trail name; park_id:fk(parks); length_km:real(1,60)|length in km; elevation_gain:int(50,2500)|elevation gain in meters; "
+        "difficulty:cat(easy,moderate,hard); closed_since:date?|closure date"),
+      T("hikes hike", "leader:name(person)|guide name; trail_id:fk(trails); hiked_on:date|hike date; group_size:int(1,25)|group size; hours:real(0.5,14)|duration in hours; "
+        "weather:cat(sunny,rain,snow,fog)?")),
+    D("power_grid",
+      T("plants plant", "name:name(Works)|plant name; fuel:cat(gas,hydro,wind,solar,coal)|energy source; capacity_mw:int(20,3000)|capacity in MW; commissioned:int(1960,2023)|commissioning year"),
+      T("substations substation", "name:name(Substation)|substation name; plant_id:fk(plants)|supplying plant; voltage_kv:int(33,765)|voltage in kV; district:cat(north,harbour,airport,central)"),
+      T("outages outage", "substation_id:fk(substations); began_on:date|outage date; restored_on:date?|restoration date; customers:int(50,80000)|customers affected; "
+        "cause:cat(storm,fault,overload,maintenance); mwh_lost:real(0.5,900)|energy lost in MWh")),
+    D("elections",
+      T("parties party", "name:name(Party)|party name; founded:int(1880,2020)|founding year; ideology:cat(left,centre,right,green); members:int(1000,900000)|membership"),
+      T("districts district", "name:name(District)|district name; region:cat(coast,valley,uplands,metro); voters:int(5000,400000)|registered voters"),
+      T("candidates candidate", "name:name(person); party_id:fk(parties); district_id:fk(districts); votes:int(100,200000)|votes received; born:int(1945,2002)|birth year; "
+        "elected:cat(yes,no)|elected flag; withdrew_on:date?|withdrawal date")),
+    D("payroll",
+      T("workers worker", "name:name(person); role:cat(cashier,cook,cleaner,driver)|job role; hourly_wage:real(11,48)|hourly wage; started_on:date|start date; left_on:date?|leaving date"),
+      T("timesheets timesheet", "worker_id:fk(workers); week_of:date|week starting; hours:real(4,60)|hours worked; overtime:real(0,20)|overtime hours; approved:cat(yes,no,pending)|approval status"),
+      T("payslips payslip", "worker_id:fk(workers); paid_on:date|pay date; gross:real(300,9000)|gross pay; tax:real(30,2500)|tax withheld; method:cat(bank,cheque)|payment method")),
+    D("research",
+      T("funders funder", "name:name(Foundation)|funder name; country:cat(Canada,Denmark,Chile,Ghana); kind:cat(public,private,charity)|funder type"),
+      T("labs lab", "name:name(Lab)|lab name; field:cat(physics,genomics,ecology,robotics)|research field; head:name(person)|lab head; staff:int(3,120)|staff count"),
+      T("grants grant", "title:name(Initiative)|grant title; funder_id:fk(funders); lab_id:fk(labs); amount:int(20000,5000000)|award amount; awarded_on:date|award date; ends_on:date?|end date")),
+    D("observatory",
+      T("telescopes telescope", "name:name(Telescope)|telescope name; site:cat(Atacama,Hawaii,Canary,Karoo); aperture_m:real(0.5,39)|aperture in meters; first_light:int(1950,2024)|first light year"),
+      T("observations observation", "telescope_id:fk(telescopes); observed_on:date|observation date; target:cat(galaxy,nebula,comet,exoplanet)|target type; "
+        "exposure_s:int(30,36000)|exposure in seconds; seeing:real(0.3,3)|seeing in arcseconds; quality:cat(good,fair,poor)?|data quality")),
+    D("cookbook",
+      T("cookbooks cookbook", "title:name(Kitchen)|cookbook title; cuisine:cat(Thai,Greek,Mexican,Ethiopian); published:int(1975,2024)|publication year; price:real(9,60)"),
+      T("recipes recipe", "name:name(Stew)|recipe name; cookbook_id:fk(cookbooks); prep_min:int(5,240)|preparation time in minutes; serves:int(1,12)|servings; "
+        "kcal:int(90,1500)|calories per serving; course:cat(starter,main,dessert)")),
+    D("recycling",
+      T("centres centre", "name:name(Yard)|centre name; town:cat(Bristol,Dundee,Exeter,Hull); opened:int(1985,2022)|year opened; bays:int(2,40)|number of bays"),
+      T("collections collection", "centre_id:fk(centres); collected_on:date|collection date; material:cat(glass,paper,plastic,metal); tonnes:real(0.2,40)|weight in tonnes; "
+        "contaminated:cat(yes,no)?|contamination flag; revenue:real(0,8000)")),
+    D("ski_resort",
+      T("resorts resort", "name:name(Peak)|resort name; country:cat(Austria,Canada,Japan,Chile); top_m:int(1200,3900)|summit elevation in meters; opened:int(1930,2015)|year opened"),
+      T("lifts lift", "name:name(Chair)|lift name; resort_id:fk(resorts); kind:cat(chairlift,gondola,tbar)|lift type; riders_per_hour:int(400,4000)|hourly capacity; "
+        "length_m:int(200,5000)|length in meters; serviced_on:date?|last service date")),
+    D("marathon",
+      T("races race", "name:name(Marathon)|race name; city:cat(Boston,Berlin,Nairobi,Sydney); run_on:date|race date; entry_fee:real(20,250)|entry fee"),
+      T("runners runner", "name:name(person); country:cat(Kenya,Ethiopia,Japan,USA); born:int(1960,2006)|birth year; club:cat(Striders,Harriers,Pacers)?|running club"),
+      T("results result", "race_id:fk(races); runner_id:fk(runners); bib:int(1,30000)|bib number; finish_s:int(7200,21600)?|finish time in seconds; "
+        "category:cat(open,masters,elite)|age category")),
+    D("film_festival",
+      T("festivals festival", "name:name(Fest)|festival name; city:cat(Cannes,Busan,Locarno,Toronto); first_held:int(1932,2010)|first edition year; jury_size:int(3,15)|jury size"),
+      T("films film", "title:name(Reel)|film title; director:name(person); country:cat(Iran,Korea,Mexico,Senegal); runtime:int(70,210)|runtime in minutes; "
+        "budget_k:int(50,90000)|budget in thousands"),
+      T("awards award", "festival_id:fk(festivals); film_id:fk(films); prize:cat(jury,audience,director,actor)|prize category; awarded_on:date|ceremony date; "
+        "purse:real(0,50000)|prize money")),
 ]
 
 VAL = [
