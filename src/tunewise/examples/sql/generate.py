@@ -29,7 +29,7 @@ from schemas import TEST, TRAIN, VAL, Column, Domain, Table  # noqa: E402
 
 SYSTEM = ("You are a SQL expert. Write one SQLite query that answers the question. "
           "Reply with the query only.\n\nSchema:\n{ddl}")
-PER_DOMAIN = {"train": 40, "val": 12, "test": 12}
+PER_DOMAIN = {"train": 44, "val": 12, "test": 12}
 TURNS = {"train": (3, 4, 5, 6), "val": (1,), "test": (1,)}
 FIRST = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Liam", "Maya",
          "Noah", "Olga", "Pablo", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wes", "Yara", "Zoe"]
