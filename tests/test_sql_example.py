@@ -88,3 +88,22 @@ def test_style_shift_shares_no_phrasing_with_training(data):
 
     shared = trigrams(train) & trigrams(shift)  # a few common word runs ("how many _" has blanks) at most
     assert len(shared) <= 0.1 * len(trigrams(shift)), sorted(shared)
+
+
+def test_quickstart_demo_says_whether_its_answer_was_right(tiny_model_dir, monkeypatch):
+    """The quickstart's last step executes the merged model's answer like the eval does: a random tiny
+    model's answer is wrong, and an answer that returns the reference's rows is called right."""
+    from rich.console import Console
+
+    from tunewise import quickstart
+
+    console = Console(record=True, width=200)
+    assert quickstart.ask_one(EXAMPLE / "test.jsonl", tiny_model_dir, console) is False
+    assert "returns the reference's rows: no" in console.export_text()
+    first = json.loads((EXAMPLE / "test.jsonl").read_text().splitlines()[0])
+    gold = first["messages"][-1]["content"]
+    other_text = gold.replace("SELECT", "select").replace("FROM", "from")  # same rows, not the same string
+    assert other_text != gold
+    monkeypatch.setattr(quickstart, "reply", lambda *a, **k: other_text)
+    assert quickstart.ask_one(EXAMPLE / "test.jsonl", tiny_model_dir, console) is True
+    assert "returns the reference's rows: yes" in console.export_text()

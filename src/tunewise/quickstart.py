@@ -25,6 +25,7 @@ from .evaluate.compare import compare
 from .evaluate.forgetting import ForgettingOptions
 from .evaluate.forgetting_report import forgetting_table
 from .evaluate.generate import prompt_messages
+from .evaluate.metrics import get_metric
 from .evaluate.report import score_table, write_html, write_json
 from .export.merge import merge
 from .model.load import load_model, load_tokenizer, resolve_model
@@ -82,12 +83,7 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     console.print(f"parity: top-1 agreement {parity.top1_agreement:.1%}, max |logit diff| {parity.max_abs_diff:.3g}")
 
     console.rule("5. ask the merged model one unseen question")
-    sample = load_examples(example / "test.jsonl")[0]
-    merged_dir = str(out / "merged")
-    merged_model = load_model(merged_dir, device=pick_device())
-    answer = reply(merged_model, load_tokenizer(merged_dir), prompt_messages(sample.messages), 128)
-    console.print(f"question: {sample.messages[-2]['content']}", highlight=False)
-    console.print(f"answer:   {answer}", highlight=False)
+    ask_one(example / "test.jsonl", out / "merged", console)
 
     console.rule(f"done in {time.time() - started:.0f}s")
     for label, path in (("run directory", out / "run"), ("adapter", RunDir(out / "run").adapter),
@@ -98,3 +94,18 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     console.print(f"try it: tunewise chat {out / 'run'}")
     console.print(f"review blind: tunewise review --run {out / 'run'} --data {example / 'test.jsonl'} "
                   f"--eval {out / 'eval.json'}")
+
+
+def ask_one(data: Path, merged_dir: Path, console: Console) -> bool:
+    """The merged model answers the split's first question; its answer is executed as the eval
+    scores it, so the demo says whether it was right rather than leaving the reader to judge."""
+    sample = load_examples(data)[0]
+    model = load_model(str(merged_dir), device=pick_device())
+    answer = reply(model, load_tokenizer(str(merged_dir)), prompt_messages(sample.messages), 128)
+    reference = sample.messages[-1]["content"]
+    same = bool(get_metric("sql_exec")(answer, reference, sample.meta))
+    console.print(f"question:  {sample.messages[-2]['content']}", highlight=False)
+    console.print(f"answer:    {answer}", highlight=False)
+    console.print(f"reference: {reference}", highlight=False)
+    console.print(f"the answer returns the reference's rows: {'yes' if same else 'no'}", highlight=False)
+    return same
