@@ -191,19 +191,24 @@ def test_a_second_trainer_into_the_same_run_is_refused(setup):
 
 
 def test_single_process_commands_refuse_a_launch_of_several(monkeypatch, tmp_path):
-    """eval/merge/chat/export under torchrun would run N whole copies into one output; refused by name."""
+    """eval/merge/export/review under torchrun would run N whole copies into one output; refused by
+    name, with the way out for a job environment that sets WORLD_SIZE everywhere; --help still works."""
     from typer.testing import CliRunner
 
     from tunewise.cli import app
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    for argv in (["eval", "--run", str(tmp_path), "--data", "x.jsonl", "--metric", "exact_match"],
-                 ["merge", str(tmp_path), "--out", str(tmp_path / "m")],
-                 ["export", "gguf", str(tmp_path), "--out", str(tmp_path / "m.gguf")]):
+    for argv, name in ((["eval", "--run", str(tmp_path), "--data", "x.jsonl", "--metric", "exact_match"], "eval"),
+                       (["merge", str(tmp_path), "--out", str(tmp_path / "m")], "merge"),
+                       (["export", "gguf", str(tmp_path), "--out", str(tmp_path / "m.gguf")], "export gguf"),
+                       (["review", "--run", str(tmp_path), "--data", "x.jsonl"], "review")):
         result = CliRunner().invoke(app, argv)
         assert isinstance(result.exception, TunewiseError), (argv, result.output)
         message = str(result.exception)
-        assert f"tunewise {argv[0]} runs in one process" in message and "WORLD_SIZE=2" in message
+        assert f"tunewise {name} runs in one process" in message and f"WORLD_SIZE=1 tunewise {name}" in message
+    for argv in (["eval", "--help"], ["export", "gguf", "--help"], ["quickstart", "--help"]):
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 0 and "Usage" in result.output, (argv, result.output)
     monkeypatch.setenv("WORLD_SIZE", "1")
     result = CliRunner().invoke(app, ["merge", str(tmp_path), "--out", str(tmp_path / "m")])
     assert isinstance(result.exception, TunewiseError) and "not a tunewise run directory" in str(result.exception)

@@ -36,6 +36,7 @@ def test_blinding_is_undone_by_the_key(tmp_path):
     page, key_path = write_review(result, ["schema"] * 6, tmp_path, seed=3)
     items, _ = blind(result, ["schema"] * 6, seed=3)
     key = json.loads(key_path.read_text())
+    assert key_path.stat().st_mode & 0o777 == 0o600 and page.stat().st_mode & 0o077  # key private, page not
     orders = [key["order"][str(i)]["A"] for i in range(6)]
     assert set(orders) == {"base", "tuned"}  # the order really varies per example
     for i, item in enumerate(items):  # the key names the side whose answer each letter shows

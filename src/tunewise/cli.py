@@ -25,19 +25,21 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-# Commands that load a model and write one result: under a launcher of N processes each copy would
-# run the whole command (N evaluations, N merges racing for one directory). Only `train` is distributed.
-SINGLE_PROCESS = {"eval", "merge", "chat", "quickstart", "export"}
-
-
 @app.callback()
-def _root(ctx: typer.Context) -> None:
+def _root() -> None:
     """tunewise: check data, train LoRA/QLoRA adapters, evaluate base vs tuned, merge, chat."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if ctx.invoked_subcommand in SINGLE_PROCESS and world.isdigit() and int(world) > 1:
-        raise TunewiseError(f"tunewise {ctx.invoked_subcommand} runs in one process, but this launch started "
-                            f"{world} (WORLD_SIZE={world}); only `tunewise train` uses several. Run it directly, "
-                            "without accelerate launch or torchrun")
+
+
+def _one_process(command: str) -> None:
+    """Refuse a command that loads a model and writes one result under a launch of several processes:
+    each copy would run the whole command (N evaluations, N merges racing for one directory). Only
+    `train` is distributed. Called in the command's body, so `--help` still works."""
+    world = os.environ.get("WORLD_SIZE", "1").strip()
+    if world.isdigit() and int(world) > 1:
+        raise TunewiseError(f"tunewise {command} runs in one process, but WORLD_SIZE={world} says this is one of "
+                            f"{world} launched processes; only `tunewise train` uses several. Run it without "
+                            "accelerate launch or torchrun (where the job environment sets WORLD_SIZE for every "
+                            f"command: WORLD_SIZE=1 tunewise {command} ...)")
 
 
 # Library warnings known to be noise for a tunewise user, each with why; every other warning
@@ -308,6 +310,7 @@ def eval_cmd(
                                                   "last eval's)."),
 ) -> None:
     """Score base and tuned models on the same held-out prompts (greedy decoding), and check forgetting."""
+    _one_process("eval")
     _quiet_libraries()
     from .evaluate.compare import compare
     from .evaluate.forgetting import ForgettingOptions
@@ -371,6 +374,7 @@ def review_cmd(
         return
     if not run or not data:
         raise TunewiseError("give --run RUN_DIR and --data FILE to write a review page, or --score ANSWERS.json")
+    _one_process("review")
     _quiet_libraries()
     result, contexts = review.review_inputs(run, data, eval_json, device)
     page, key_path = review.write_review(result, contexts, Path(out) if out else Path(run) / "review", seed)
@@ -386,6 +390,7 @@ def merge(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + "; the CPU when the fp32 model does not fit"),
 ) -> None:
     """Merge the run's adapter into a 16-bit base; check merged and adapter logits agree."""
+    _one_process("merge")
     _quiet_libraries()
     from .export.merge import merge as do_merge
 
@@ -410,6 +415,7 @@ def export_gguf_cmd(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Write a GGUF for llama.cpp and Ollama, checked against transformers through llama.cpp."""
+    _one_process("export gguf")
     _quiet_libraries()
     from .export.to_gguf import export_gguf
 
@@ -440,6 +446,7 @@ def chat(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Chat with a tuned run or a model (greedy decoding)."""
+    _one_process("chat")
     _quiet_libraries()
     from .chat import chat_loop, load_for_chat, reply
 
@@ -456,6 +463,7 @@ def quickstart(
     out: str = typer.Option("tunewise-quickstart", "--out", help="Where the run, merged model and reports go."),
 ) -> None:
     """The whole pipeline on the bundled model and the SQL example, in minutes on a CPU."""
+    _one_process("quickstart")
     _quiet_libraries()
     from .quickstart import run_quickstart
 

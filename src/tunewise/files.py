@@ -25,17 +25,32 @@ def usual_mode(path: str | Path) -> None:
     """Give a temporary file or directory the mode a plain open()/mkdir() would have (0666/0777 less
     the umask). mkstemp/mkdtemp make them 0600/0700, and the mode follows them through the rename:
     a merged model or GGUF only its owner can read breaks a server running as another user (ollama)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
 
 
-def write_atomic(path: Path, text: str) -> None:
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask can only read it
+    by setting it, and an interrupt between the two calls would leave it at 0)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, text: str, private: bool = False) -> None:
+    """`private`: keep it readable by its owner only (0600), as for a review's answer key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    usual_mode(tmp)
+    if not private:
+        usual_mode(tmp)
     os.replace(tmp, path)
 
 

@@ -75,7 +75,7 @@ def write_review(result: dict, contexts: list[str], out_dir: str | Path, seed: i
     out_dir = Path(out_dir)
     items, key = blind(result, contexts, seed)
     page, key_path = out_dir / "review.html", out_dir / "review-key.json"
-    write_atomic(key_path, json.dumps(key, indent=2))
+    write_atomic(key_path, json.dumps(key, indent=2), private=True)  # the reviewer must not read it
     write_atomic(page, render_page(items, key["review_id"], str(key_path.resolve())))
     return page, key_path
 

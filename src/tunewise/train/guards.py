@@ -88,14 +88,3 @@ def overfit_start(train: list[dict], evals: list[dict]) -> int | None:
         if above >= SUSTAIN and train_near(e["step"]) < train_near(best["step"]):
             return best["step"]
     return None
-    best = min(evals, key=lambda e: e["val_loss"])
-
-    def train_near(step: int) -> float:
-        window = [e["loss"] for e in train if step - 10 < e["step"] <= step] or [float("nan")]
-        return sum(window) / len(window)
-
-    for e in evals:
-        if (e["step"] > best["step"] and e["val_loss"] > best["val_loss"] * (1 + RISE)
-                and train_near(e["step"]) < train_near(best["step"])):
-            return best["step"]
-    return None

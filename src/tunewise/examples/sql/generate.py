@@ -6,8 +6,9 @@ gold query executed against its database while generating.
 Each example's system prompt carries its schema's DDL (2 to 5 tables); `meta.setup_sql` builds
 the database in an in-memory SQLite so the `sql_exec` metric can execute model output. Train, val
 and test use disjoint schemas; shift.jsonl uses other schemas again and phrasings that share no
-template with these. A training conversation asks three to six questions about one schema (every
-answer is trained; the schema is read once), val and test ask one each. About half of the training
+template with these. A training conversation asks three to six questions about one schema (a
+schema's last one may ask fewer; every answer is trained; the schema is read once), val and test
+ask one each. About half of the training
 questions come wrapped in a request's opening or closing words ("One question: ...", "... Thanks!").
 
     python examples/sql/generate.py [--out examples/sql] [--seed 0]
