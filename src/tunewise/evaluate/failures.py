@@ -28,7 +28,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Callable
 
-from .metrics import MAX_SQL_STEPS, get_metric, regex_metric
+from .metrics import MAX_SQL_STEPS, get_metric, read_only, regex_metric
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,6 @@ def _prepare_error(db: sqlite3.Connection, sql: str) -> str | None:
     return None
 
 
-def _read_only(action, *args) -> int:
-    allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
-    return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
-
-
 def sql_failures(output: str, reference: str, meta: dict) -> Failures:
     setup = meta.get("setup_sql")
     if not isinstance(setup, str):
@@ -72,7 +67,7 @@ def sql_failures(output: str, reference: str, meta: dict) -> Failures:
     db = sqlite3.connect(":memory:")
     try:
         db.executescript(setup)
-        db.set_authorizer(_read_only)  # a write statement is not the query asked for: a format failure
+        db.set_authorizer(read_only)  # a write statement is not the query asked for: a format failure
         db.set_progress_handler(lambda: 0, MAX_SQL_STEPS)
         error = _prepare_error(db, output.strip())
         if error is None:

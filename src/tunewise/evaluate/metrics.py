@@ -73,7 +73,7 @@ def regex_metric(pattern: str) -> Metric:
     return lambda output, reference, meta: float(compiled.fullmatch(output.strip()) is not None)
 
 
-def _read_only(action, *args) -> int:
+def read_only(action, *args) -> int:
     """SQLite authorizer for model output: reading only; no ATTACH (it could create files), no writes."""
     allowed = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
     return sqlite3.SQLITE_OK if action in allowed else sqlite3.SQLITE_DENY
@@ -98,7 +98,7 @@ def sql_exec(output: str, reference: str, meta: dict) -> float:
     try:
         db.executescript(setup)
         expected = _rows(db, reference)
-        db.set_authorizer(_read_only)
+        db.set_authorizer(read_only)
         try:
             got = _rows(db, output.strip())
         except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError):
