@@ -22,6 +22,7 @@ again on the GPU: there packed attention takes SDPA's kernels for every batch wi
 import pytest
 import torch
 import transformers as tf
+from peft.tuners.lora import LoraLayer
 
 from tunewise.config import Config
 from tunewise.data.batching import collate
@@ -115,6 +116,8 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
     speed = apply_speed_paths(model)
     assert speed.record["lean_mlp"] == {"modules": FAMILIES[name][3]}
     assert speed.record["fused_loss"] is True
+    assert speed.record["fused_lora_add"] == {"modules": sum(isinstance(m, LoraLayer) for m in model.modules())} != {
+        "modules": 0}
     if name == "nemotron":  # stepped aside with its reason, and trains padded
         assert not speed.packed and "without its packed layout" in speed.record["packed_attention"]["off"]
         assert speed.notes == [f"packed attention off for this model: {speed.record['packed_attention']['off']}; "

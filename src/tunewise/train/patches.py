@@ -1,12 +1,12 @@
 """Which speed paths a model gets, decided when training starts: each is applied or steps aside
 with one line saying why, and `SpeedPaths.record` goes into manifest.json.
 
-The paths (packed attention, the lean SiLU MLP, the fused loss, the fused LoRA dropout) patch
-transformers internals that were written for Llama. A family whose layers ask for something a
-path does not implement (a sliding window it ignored, a softcap, a decoder layer that drops the
-packed layout) would train wrong with no error; here each path first checks what it would touch,
-by source, by config or by one probe forward of eight tokens, and otherwise leaves the model's
-own code in charge. Nothing is patched at import.
+The paths (packed attention, the lean SiLU MLP, the fused loss, the fused LoRA dropout, the LoRA
+add in one matmul) patch transformers and PEFT internals that were written for Llama. A family
+whose layers ask for something a path does not implement (a sliding window it ignored, a softcap,
+a decoder layer that drops the packed layout) would train wrong with no error; here each path
+first checks what it would touch, by source, by config or by one probe forward of eight tokens,
+and otherwise leaves the model's own code in charge. Nothing is patched at import.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from ..model.dropout import DroppedLinear
 from ..model.lora import base_model
+from ..model.lora_add import fuse_lora_add
 from .loss import fused_loss_blocker
 from .packing import NAME, PackedLayout, PackingError, packed_forward
 from .swiglu import enable_lean_mlp
@@ -95,11 +96,13 @@ def apply_speed_paths(model) -> SpeedPaths:
     packing = enable_packing(model)
     mlps = enable_lean_mlp(model)
     loss_blocker = fused_loss_blocker(model)
+    lora_adds = fuse_lora_add(model)
     record = {
         "packed_attention": {"layers": packing.count} if packing else {"off": packing.reason},
         "lean_mlp": {"modules": mlps},
         "fused_loss": True if loss_blocker is None else {"off": loss_blocker},
         "fused_lora_dropout": {"modules": sum(isinstance(m, DroppedLinear) for m in model.modules())},
+        "fused_lora_add": {"modules": lora_adds},
     }
     notes = [f"{what} off for this model: {why}; training takes the model's own code there"
              for what, why in (("packed attention", packing.reason), ("fused loss", loss_blocker)) if why]

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Where one training step's time goes, per op class (issue 23): torch.profiler over tunewise's own
+step on the SQL benchmark's setup (bench_train.py (c): the first N SQL train examples, the bundled
+model, QLoRA or LoRA r16 on all linear layers, 8 sequences a step).
+
+Every profiled op's *self* time is put in one class, by name and input shapes:
+  frozen matmul   mm/addmm/linear on the base's weight shapes (and, under QLoRA, their 4-bit dequantize)
+  LoRA matmul     a matmul with the rank (16) as one of its dimensions, and the fused dropout mask
+  attention       batched matmuls and the softmax of packed attention, SDPA
+  loss            the LM head at trained positions and the fused cross-entropy (vocabulary-sized shapes)
+  optimizer       everything under AdamW's step, grad clipping, zero_grad
+  data            building the packed batch (make_batch) and its copy to the device
+  norms/rotary/elementwise   the rest of aten (RMSNorm, rotary, SiLU, adds, casts, copies)
+  python/dispatch the step's wall time not inside any profiled op (Python, autograd bookkeeping)
+
+    .venv/bin/python benchmarks/profile_step.py --steps 3 [--quant none] [--examples 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+ROOT = Path(__file__).resolve().parents[1]
+SQL = ROOT / "examples" / "sql"
+CLASSES = ["frozen matmul", "LoRA matmul", "attention", "loss", "norms/rotary/elementwise", "optimizer", "data",
+           "python/dispatch"]
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
+
+
+def config_file(work: Path, examples: int, quant: str) -> Path:
+    lines = (SQL / "train.jsonl").read_text().splitlines()[:examples]
+    (work / "train.jsonl").write_text("\n".join(lines) + "\n")
+    config = {"model": {"name": "smollm2-135m-instruct", "quantization": quant},
+              "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
+              "data": {"train": str(work / "train.jsonl"), "val": str(SQL / "val.jsonl"), "max_seq_len": 2048,
+                       "allow_small": True},
+              "train": {"epochs": 1, "batch_size": 8, "lr": 2e-4, "eval_every": 10**6, "save_every": 10**6,
+                        "seed": 0}, "output_dir": str(work / "run")}
+    path = work / "config.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def classify(name: str, shapes: list, in_optimizer: bool, in_data: bool, rank: int, vocab: int) -> str:
+    if in_optimizer:
+        return "optimizer"
+    if in_data:
+        return "data"
+    dims = {d for s in shapes if isinstance(s, list) for d in s}
+    if vocab in dims or "cross_entropy" in name or "log_softmax" in name or "logsumexp" in name:
+        return "loss"
+    if "dequantize" in name or "bitsandbytes" in name:
+        return "frozen matmul"
+    if name in MATMULS:
+        if rank in dims:
+            return "LoRA matmul"
+        if name in ("aten::bmm", "aten::baddbmm") or any(isinstance(s, list) and len(s) >= 3 for s in shapes):
+            return "attention"
+        return "frozen matmul"
+    if "randint" in name or "random_" in name:
+        return "LoRA matmul"
+    if "softmax" in name or "scaled_dot_product" in name or "flash_attention" in name:
+        return "attention"
+    return "norms/rotary/elementwise"
+
+
+def marked_ranges(events, label: str) -> list[tuple[float, float]]:
+    return [(e.time_range.start, e.time_range.end) for e in events if e.name == label]
+
+
+def inside(event, ranges) -> bool:
+    return any(a <= event.time_range.start and event.time_range.end <= b for a, b in ranges)
+
+
+def switch_off(path: str) -> None:
+    """Run without one speed path, to measure what it gains (same process setup otherwise)."""
+    from tunewise.train import patches
+
+    if path == "lora_add":
+        patches.fuse_lora_add = lambda model: 0
+    else:
+        raise SystemExit(f"--without: unknown speed path {path!r}")
+
+
+def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, float, int]:
+    from rich.console import Console
+
+    from tunewise.config import load_config
+    from tunewise.train import loop
+    from tunewise.train.session import start_run
+
+    config = load_config(config_path)
+    s = start_run(config, False, Console(quiet=True), "cpu")
+    s.forward.train()
+    make_batch = loop.make_batch
+
+    def labelled_make_batch(*args, **kwargs):
+        with record_function("tunewise.data"):
+            return make_batch(*args, **kwargs)
+
+    loop.make_batch = labelled_make_batch
+    clip = s.accelerator.clip_grad_norm_
+
+    def labelled_clip(*args, **kwargs):
+        with record_function("tunewise.clip"):
+            return clip(*args, **kwargs)
+
+    s.accelerator.clip_grad_norm_ = labelled_clip
+    for step in range(warmup):
+        loop.train_step(s, step)
+    vocab = s.model.get_input_embeddings().weight.shape[0]
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        tick = time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            loop.train_step(s, step)
+        wall = time.perf_counter() - tick
+    events = [e for e in prof.events() if e.device_type.name == "CPU"]
+    optim = marked_ranges(events, "Optimizer.step#AdamW.step") + marked_ranges(events, "tunewise.clip")
+    data = marked_ranges(events, "tunewise.data")
+    seconds: dict[str, float] = defaultdict(float)
+    ops: dict[tuple, float] = defaultdict(float)
+    for e in events:
+        if e.name.startswith("tunewise.") or e.name.startswith("Optimizer."):
+            continue  # labels, not ops: their self time is Python, counted below
+        if not e.name.startswith("aten::") and "bitsandbytes" not in e.name:
+            continue  # autograd nodes and other wrappers: their children are the ops
+        cls = classify(e.name, e.input_shapes or [], inside(e, optim), inside(e, data), s.config.lora.r, vocab)
+        seconds[cls] += e.self_cpu_time_total / 1e6
+        ops[(cls, e.name, str(e.input_shapes))] += e.self_cpu_time_total / 1e6
+    seconds["python/dispatch"] = max(wall - sum(seconds.values()), 0.0)
+    return seconds, wall, steps, ops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", type=int, default=240)
+    parser.add_argument("--quant", default="nf4", choices=["nf4", "none"])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--top", type=int, default=0, help="also list the N ops (name, shapes) that took longest")
+    parser.add_argument("--without", action="append", default=[], help="a speed path to switch off: lora_add")
+    parser.add_argument("--json", help="write the table as JSON here too")
+    args = parser.parse_args()
+    for path in args.without:
+        switch_off(path)
+    work = Path(tempfile.mkdtemp(prefix="tunewise-profile-"))
+    seconds, wall, steps, ops = profile_steps(config_file(work, args.examples, args.quant), args.steps, args.warmup)
+    print(f"{steps} steps profiled, {wall:.2f} s wall ({wall / steps:.2f} s a step), "
+          f"quant={args.quant}, "
+          f"without {args.without or 'nothing'}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| op class | s a step | share |\n|---|---|---|")
+    for cls in CLASSES:
+        print(f"| {cls} | {seconds[cls] / steps:.3f} | {seconds[cls] / wall:.1%} |")
+    for (cls, name, shapes), t in sorted(ops.items(), key=lambda kv: -kv[1])[:args.top]:
+        print(f"{t / steps:7.3f} s  {cls:<26} {name} {shapes[:150]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"wall": wall, "steps": steps, "seconds": dict(seconds)}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
