@@ -17,7 +17,7 @@ from ..rundir import RunDir
 from .failures import add_failures
 from .forgetting import ForgettingOptions, forgetting_section
 from .generate import generate, prompt_messages
-from .metrics import get_metric
+from .metrics import check_references, get_metric
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -52,14 +52,15 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
     it off) also the forgetting check and the earlier task's score (evaluate/forgetting.py)."""
     metric = get_metric(metric_name)
     examples = load_examples(data_path)
-    model, tokenizer, config = load_tuned(run_dir, device=device)
-    fold = config.data.fold_system_prompt  # prompts as the run was trained on them
-    prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     references = [e.messages[-1]["content"] for e in examples]
     for e, ref in zip(examples, references):
         if not isinstance(ref, str):
             raise TunewiseError(f"{data_path}:{e.line}: the last assistant message has no text content (a tool "
                                 "call?); evaluation compares the answer's text with the metric")
+    check_references(metric, examples, references, data_path)  # a broken reference fails now, not after generating
+    model, tokenizer, config = load_tuned(run_dir, device=device)
+    fold = config.data.fold_system_prompt  # prompts as the run was trained on them
+    prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     tools = [e.tools for e in examples]  # as in training: the same function definitions in the prompt
     with model.disable_adapter():
         base_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, tools)
