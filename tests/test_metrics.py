@@ -150,3 +150,20 @@ def test_json_fields_two_empty_objects_are_identical_and_nested_strings_are_norm
     assert score('{"person": {"name": "Maria Lopez", "tags": ["VIP"]}, "n": 1}', ref, {}) == 0.5  # one missing
     assert score('{"person": {"name": "Maria Lopez", "tags": ["VIP", "Porto"], "x": 0}, "n": 1}', ref, {}) == 0.5
     assert score('{"person": {"name": "Maria Lopez", "tags": ["VIP", 1]}, "n": 1}', ref, {}) == 0.5
+
+
+def test_the_earlier_tasks_references_are_checked_before_any_generation_too(tmp_path, write_jsonl):
+    from tunewise.evaluate.compare import compare
+    from tunewise.evaluate.forgetting import ForgettingOptions
+
+    def row(ref):
+        return {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ref}], "meta": META}
+
+    good = write_jsonl(tmp_path / "test.jsonl", [row("SELECT 1")])
+    earlier = write_jsonl(tmp_path / "earlier.jsonl", [row("SELECT 1"), row("SELECT 2"), row("SELECT nope FROM t")])
+    parent = tmp_path / "parent"
+    (parent / "adapter").mkdir(parents=True)
+    (parent / "config.yaml").write_text("{}")
+    options = ForgettingOptions(0, str(parent), str(earlier), "sql_exec")
+    with pytest.raises(TunewiseError, match=f"^{earlier}:3: the reference query fails in SQLite: no such column"):
+        compare(tmp_path / "no-run", good, "sql_exec", forgetting=options)

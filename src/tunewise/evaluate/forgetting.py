@@ -34,7 +34,7 @@ from ..files import write_atomic
 from ..model.load import resolve_model
 from ..rundir import RunDir
 from .generate import generate, prompt_messages
-from .metrics import check_references, get_metric
+from .metrics import get_metric
 
 # of the 100 measuring probes; measured on the bundled 135M model with its answers cached: 21 s for 64
 # probes (2477 answer tokens) on one thread of a shared 2-core CPU (docs/forgetting.md)
@@ -173,7 +173,6 @@ def previous_task(model, tokenizer, config: Config, previous: tuple[str, str, st
                             "before and after must share a base model")
     metric = get_metric(metric_name)
     examples = load_examples(data)
-    check_references(metric, examples, [e.messages[-1]["content"] for e in examples], data)
     fold = config.data.fold_system_prompt
     prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     tools = [e.tools for e in examples]

@@ -178,6 +178,8 @@ def check_references(metric: Metric, examples, references: list[str], data_path)
     if check is None:
         return
     for example, reference in zip(examples, references):
+        if not isinstance(reference, str):
+            continue  # no text to check (a tool call): evaluation refuses it by line where it scores
         try:
             check(reference, example.meta)
         except TunewiseError as e:
