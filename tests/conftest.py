@@ -262,6 +262,37 @@ FAMILIES = {
         ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>"],
         None, "<|endoftext|>", ["<|endoftext|>", "<|user|>", "<|observation|>"]),
     "chatml-plain": (CHATML_BODY, [], None, "<|im_end|>", ["<|im_end|>"]),
+    # Command R7B: every rendering, generation prompt or not, ends with the next assistant header
+    "command-r7b-trailing-header": (
+        "{{ bos_token }}{% for m in messages %}{{ '<|START_OF_TURN_TOKEN|>' }}{% if m.role == 'user' %}"
+        "{{ '<|USER_TOKEN|>' }}{% elif m.role == 'system' %}{{ '<|SYSTEM_TOKEN|>' }}{% else %}"
+        "{{ '<|CHATBOT_TOKEN|>' }}{% endif %}{{ m.content + '<|END_OF_TURN_TOKEN|>' }}{% endfor %}"
+        "{{ '<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>' }}",
+        ["<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|END_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>",
+         "<|SYSTEM_TOKEN|>"], "<BOS_TOKEN>", "<|END_OF_TURN_TOKEN|>", ["<|END_OF_TURN_TOKEN|>"]),
+    # Phi-3.5-mini: turns end with <|end|> (a generation_config stop); a rendering without a
+    # generation prompt ends with "\n" + EOS, which generation never reaches
+    "phi3.5-eos-after-end": (
+        "{% for m in messages %}{% if m.role == 'system' and m.content %}{{ '<|system|>\n' + m.content + '<|end|>\n' }}"
+        "{% elif m.role in ('user', 'assistant') %}{{ '<|' + m.role + '|>\n' + m.content + '<|end|>\n' }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}",
+        ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], None, "<|endoftext|>",
+        ["<|end|>", "<|endoftext|>"]),
+    # GLM-4.5: no end-of-turn token (the next role tag stops generation); reasoning is rendered only
+    # for turns after the last user message, an empty think block otherwise
+    "glm4.5-reasoning": (
+        "[gMASK]<sop>{% set ns = namespace(last_user=-1) %}{% for m in messages %}{% if m.role == 'user' %}"
+        "{% set ns.last_user = loop.index0 %}{% endif %}{% endfor %}"
+        "{% for m in messages %}{% if m.role == 'assistant' %}{% set content = m.content %}{% set r = '' %}"
+        "{% if m.reasoning_content is string %}{% set r = m.reasoning_content %}"
+        "{% elif '</think>' in content %}{% set r = content.split('</think>')[0].split('<think>')[-1] %}"
+        "{% set content = content.split('</think>')[-1] %}{% endif %}{{ '<|assistant|>' }}"
+        "{% if loop.index0 > ns.last_user and r.strip() %}{{ '\n<think>' + r.strip() + '</think>' }}"
+        "{% else %}{{ '\n<think></think>' }}{% endif %}{{ '\n' + content.strip() }}"
+        "{% else %}{{ '<|' + m.role + '|>\n' + m.content }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}",
+        ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>", "<|endoftext|>",
+         "<think>", "</think>"], None, "<|endoftext|>", ["<|endoftext|>", "<|user|>", "<|observation|>"]),
 }
 
 

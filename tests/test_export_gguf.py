@@ -25,16 +25,18 @@ needs_llama_cpp = pytest.mark.skipif(not verify_module.available(),
                                      reason="llama-cpp-python is not installed (make install-export)")
 
 
-def _tiny(path, tokenizer, family: str):
+def _tiny(path, tokenizer, family: str, **extra):
     """A random tiny model of one family with the SmolLM2 tokenizer; norms and biases moved off
-    their init values so that a tensor mapped to the wrong GGUF name shows in the logits."""
+    their init values so that a tensor mapped to the wrong GGUF name shows in the logits.
+    "llama-bias" is Llama with attention biases (attention_bias: true); `extra` goes to the config."""
     from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
     common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                   initializer_range=0.2, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=family not in ("qwen2", "mistral"))
+                  pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=family not in ("qwen2", "mistral"), **extra)
     config = {"llama": lambda: LlamaConfig(**common), "qwen2": lambda: Qwen2Config(**common),
+              "llama-bias": lambda: LlamaConfig(attention_bias=True, **common),
               "qwen3": lambda: Qwen3Config(head_dim=32, **common), "mistral": lambda: MistralConfig(**common)}[family]()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).to(torch.float32)
@@ -142,14 +144,74 @@ def test_modelfile_styles_translated_or_refused_by_name(family, style, chatml_to
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "llama-bias", "qwen2", "qwen3"])
 def test_tiny_families_run_in_llama_cpp_like_transformers(family, tmp_path, chatml_tokenizer):
-    """f16 must pass every check: names, the q/k permutation (llama) or none (qwen), biases, q/k norms."""
+    """f16 must pass every check: names, the q/k permutation of weights and biases (llama) or none
+    (qwen), biases, q/k norms."""
     model = _tiny(tmp_path / family, chatml_tokenizer, family)
     report = export_gguf(model, tmp_path / f"{family}.gguf", "f16", log=lambda _: None).report
     assert report.failures() == [], report.lines()
     assert report.tokens_equal == report.prompts and report.bos_equal and report.template_equal
     assert 0 < report.nmse < 1e-4
+
+
+@needs_llama_cpp
+def test_a_wrong_permutation_fails_the_greedy_and_clear_lead_checks_too(tmp_path, chatml_tokenizer, monkeypatch):
+    """Each check must refuse a broken file on its own: with the q/k biases left unpermuted (NMSE
+    0.35), an allowance that grew with the logit error once let greedy and clear-lead checks pass."""
+    from tunewise.export import gguf_model
+
+    right = gguf_model._permute
+    monkeypatch.setattr(gguf_model, "_permute", lambda w, heads: w if w.ndim == 1 else right(w, heads))
+    model = _tiny(tmp_path / "llama", chatml_tokenizer, "llama-bias")
+    with pytest.raises(TunewiseError, match="does not match the model") as refused:
+        export_gguf(model, tmp_path / "broken.gguf", "f16", log=lambda _: None)
+    failures = str(refused.value).splitlines()[0]
+    assert "top-1 agreement where transformers' lead is >= 0.02" in failures
+    assert "greedy generations part away from a near tie on 3 of 3 prompts" in failures
+    assert not (tmp_path / "broken.gguf").exists()
+
+
+@pytest.mark.parametrize("family,config", [("mistral", {"sliding_window": 8}),
+                                           ("qwen2", {"use_sliding_window": True, "sliding_window": 8,
+                                                      "max_window_layers": 1})])
+def test_a_sliding_window_model_is_refused_by_name(family, config, tmp_path, chatml_tokenizer):
+    model = _tiny(tmp_path / family, chatml_tokenizer, family, **config)
+    with pytest.raises(TunewiseError, match="sliding_window 8 .* not honoured by llama.cpp"):
+        export_gguf(model, tmp_path / "m.gguf", "f16", check=False)
+    assert not (tmp_path / "m.gguf").exists()
+
+
+@needs_llama_cpp
+def test_llama_cpp_still_ignores_the_sliding_window_key(tmp_path, chatml_tokenizer):
+    """Why the refusal above: written with `llama.attention.sliding_window`, a Mistral with an
+    8-token window matches transformers within the window and not beyond it. When this fails,
+    llama.cpp has learnt the key: write it instead of refusing."""
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.export import gguf_model
+
+    model_dir = _tiny(tmp_path / "mistral", chatml_tokenizer, "mistral", sliding_window=8)
+    path = tmp_path / "window.gguf"
+    writer_class = gguf_model.gguf.GGUFWriter
+
+    class WithWindow(writer_class):
+        def add_file_type(self, ftype):
+            self.add_sliding_window(8)
+            super().add_file_type(ftype)
+
+    gguf_model.gguf.GGUFWriter = WithWindow
+    try:
+        gguf_model.write_gguf(model_dir, path, "f16", chatml_tokenizer)
+    finally:
+        gguf_model.gguf.GGUFWriter = writer_class
+    assert gguf.GGUFReader(str(path)).fields["llama.attention.sliding_window"].parts[-1][0] == 8
+    ids = chatml_tokenizer("hello world " * 20, add_special_tokens=False)["input_ids"][:32]
+    with torch.no_grad():
+        hf = AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=torch.tensor([ids])).logits[0].numpy()
+    cpp = verify_module._cpp_logits(verify_module._llama(path, 64), ids)
+    nmse = ((hf - cpp) ** 2).sum(-1) / (hf**2).sum(-1)
+    assert nmse[:8].max() < 1e-4 and nmse[8:].max() > 0.05, nmse
 
 
 @needs_llama_cpp

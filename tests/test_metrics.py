@@ -101,3 +101,69 @@ def test_json_fields_checks_valid_json_and_each_field():
     assert score('{"a": null}', '{"a": null}', {}) == 1.0 and score('{"a": 0}', '{"a": null}', {}) == 0.0
     with pytest.raises(TunewiseError, match="JSON object as the reference"):
         score("{}", "[1]", {})
+
+
+@pytest.mark.parametrize("ref,answer", [
+    # the answers return the reference's rows in another order; only a top-level ORDER BY orders them
+    ("SELECT name, RANK() OVER (ORDER BY score DESC) FROM t", "SELECT name, RANK() OVER (ORDER BY score DESC) "
+     "FROM t ORDER BY name DESC"),
+    ("SELECT name FROM (SELECT name FROM t ORDER BY score LIMIT 3)", "SELECT name FROM t WHERE score < 30 "
+     "ORDER BY name DESC"),
+    ("WITH top AS (SELECT * FROM t ORDER BY score DESC LIMIT 2) SELECT name FROM top",
+     "SELECT name FROM t WHERE score >= 20 ORDER BY name DESC"),
+    ("SELECT name FROM t WHERE name <> 'order by' AND score > 15", "SELECT name FROM t WHERE score > 15 ORDER BY "
+     "name DESC"),
+])
+def test_only_a_top_level_order_by_orders_the_rows(ref, answer):
+    assert sql(answer, ref, META) == 1.0
+
+
+def test_a_top_level_order_by_of_a_compound_query_orders_the_rows():
+    ref = "SELECT name FROM t WHERE score > 15 UNION SELECT name FROM t WHERE id = 4 ORDER BY name DESC"
+    assert sql("SELECT name FROM t WHERE score > 15 OR id = 4 ORDER BY name DESC", ref, META) == 1.0
+    assert sql("SELECT name FROM t WHERE score > 15 OR id = 4 ORDER BY name", ref, META) == 0.0
+
+
+@pytest.mark.parametrize("ref,why", [
+    ("SELECT nope FROM t", "the reference query fails in SQLite: no such column: nope"),
+    ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT COUNT(*) FROM c",
+     "the reference query fails in SQLite: ran past 2,000,000 SQLite VM steps"),
+])
+def test_a_broken_reference_is_refused_by_line_before_any_generation(ref, why, tmp_path, write_jsonl):
+    from tunewise.evaluate.compare import compare
+
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "SELECT 1"}],
+            "meta": META}
+    bad = {**good, "messages": [good["messages"][0], {"role": "assistant", "content": ref}]}
+    data = write_jsonl(tmp_path / "test.jsonl", [good, bad])
+    # no run directory at all: the reference is checked before any model is loaded or any answer generated
+    with pytest.raises(TunewiseError, match=f"^{data}:2: {why}"):
+        compare(tmp_path / "no-run", data, "sql_exec")
+
+
+def test_json_fields_two_empty_objects_are_identical_and_nested_strings_are_normalized():
+    score = get_metric("json_fields")
+    assert score("{}", "{}", {}) == 1.0 and score('{"a": 1}', "{}", {}) == 0.0
+    ref = '{"person": {"name": "Maria Lopez", "tags": ["VIP", "Porto"]}, "n": 1}'
+    assert score('{"person": {"name": " maria lopez", "tags": ["vip", "PORTO "]}, "n": 1.0}', ref, {}) == 1.0
+    assert score('{"person": {"name": "Maria Lopez", "tags": ["Porto", "VIP"]}, "n": 1}', ref, {}) == 0.5  # order
+    assert score('{"person": {"name": "Maria Lopez", "tags": ["VIP"]}, "n": 1}', ref, {}) == 0.5  # one missing
+    assert score('{"person": {"name": "Maria Lopez", "tags": ["VIP", "Porto"], "x": 0}, "n": 1}', ref, {}) == 0.5
+    assert score('{"person": {"name": "Maria Lopez", "tags": ["VIP", 1]}, "n": 1}', ref, {}) == 0.5
+
+
+def test_the_earlier_tasks_references_are_checked_before_any_generation_too(tmp_path, write_jsonl):
+    from tunewise.evaluate.compare import compare
+    from tunewise.evaluate.forgetting import ForgettingOptions
+
+    def row(ref):
+        return {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ref}], "meta": META}
+
+    good = write_jsonl(tmp_path / "test.jsonl", [row("SELECT 1")])
+    earlier = write_jsonl(tmp_path / "earlier.jsonl", [row("SELECT 1"), row("SELECT 2"), row("SELECT nope FROM t")])
+    parent = tmp_path / "parent"
+    (parent / "adapter").mkdir(parents=True)
+    (parent / "config.yaml").write_text("{}")
+    options = ForgettingOptions(0, str(parent), str(earlier), "sql_exec")
+    with pytest.raises(TunewiseError, match=f"^{earlier}:3: the reference query fails in SQLite: no such column"):
+        compare(tmp_path / "no-run", good, "sql_exec", forgetting=options)

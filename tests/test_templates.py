@@ -26,7 +26,8 @@ REASONING_FAMILIES = ("qwen3-strips-past-reasoning", "deepseek-r1-think-in-promp
 # how each family must come out: one sequence for the whole conversation, or one per trained turn
 MULTI_TURN_SEQUENCES = {"llama3-date-header": 1, "chatml-plain": 1, "glm-no-end-of-turn": 1,
                         "qwen3-strips-past-reasoning": 2, "deepseek-r1-think-in-prompt": 2,
-                        "gemma4-thought-channel": 2, "mistral-v0.3-system-in-last-user": 2}
+                        "gemma4-thought-channel": 2, "mistral-v0.3-system-in-last-user": 2,
+                        "command-r7b-trailing-header": 1, "phi3.5-eos-after-end": 1, "glm4.5-reasoning": 1}
 FAMILY_NAMES = tuple(sorted(MULTI_TURN_SEQUENCES))  # conftest's `template_families`
 
 
@@ -55,6 +56,8 @@ def check_oracle(tok, example, options, sequences):
                     assert message["reasoning_content"] in seg.text
                 ids = tok(seg.text, add_special_tokens=False)["input_ids"]
                 assert ids[-1] in options.stop_ids, f"turn {i} does not end with a stop token: {seg.text!r}"
+                # generation ends at the first stop token: nothing after it is ever generated
+                assert not options.stop_ids & set(ids[:-1]), f"turn {i} trains past a stop token: {seg.text!r}"
                 for other in messages:
                     if other["role"] != "assistant" and other["content"]:
                         assert other["content"] not in seg.text, f"{other['role']} text trained"
@@ -102,6 +105,31 @@ def test_glm_trains_the_next_role_tag_as_its_stop_token(chatml_tokenizer, tmp_pa
     tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm-no-end-of-turn")
     (seq,) = build_sequences(tok, to_example({"messages": conversations["system+2"]}), options)
     assert [s.text for s in seq.segments if s.trained] == [f"\n{A1}<|user|>", f"\n{A2}<|user|>"]
+
+
+@pytest.mark.parametrize("family,ending", [("command-r7b-trailing-header", "<|END_OF_TURN_TOKEN|>"),
+                                           ("phi3.5-eos-after-end", "<|end|>")])
+def test_training_stops_at_the_first_stop_token(chatml_tokenizer, tmp_path, family_tokenizer, conversations, family,
+                                                ending):
+    """Command R7B renders the next assistant header after every turn's end, Phi-3.5 "\n" + EOS
+    after <|end|>: neither is generated, so neither is trained."""
+    tok, options = family_tokenizer(chatml_tokenizer, tmp_path, family)
+    (seq,) = build_sequences(tok, to_example({"messages": conversations["system+2"]}), options)
+    assert [s.text for s in seq.segments if s.trained] == [A1 + ending, A2 + ending]
+
+
+@pytest.mark.parametrize("variant", ["plain", *REASONING_VARIANTS])
+def test_glm45_trains_the_same_stop_token_with_or_without_reasoning(chatml_tokenizer, tmp_path, family_tokenizer,
+                                                                     with_reasoning, variant):
+    """GLM-4.5 drops reasoning from turns a user message follows; what ends a turn must not depend on it."""
+    tok, options = family_tokenizer(chatml_tokenizer, tmp_path, "glm4.5-reasoning")
+    messages = [{"role": m["role"], "content": m["content"].split("</think>")[-1].strip()}
+                for m in with_reasoning["inline-think"]] if variant == "plain" else with_reasoning[variant]
+    example = to_example({"messages": messages})
+    sequences = build_sequences(tok, example, options)
+    check_oracle(tok, example, options, sequences)
+    runs = [s.text for seq in sequences for s in seq.segments if s.trained]
+    assert len(runs) == 2 and all(r.endswith(f"{a}<|user|>") for r, a in zip(runs, (A1, A2))), runs
 
 
 def test_gemma4_refuses_reasoning_after_a_closed_thought_channel(chatml_tokenizer, tmp_path, family_tokenizer,

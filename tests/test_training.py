@@ -140,6 +140,9 @@ def test_run_directory_contract(tiny_model_dir, sql_data, tmp_path):
     assert manifest["data"]["train"]["sha256"]
     assert (manifest["speed_paths"]["packed_attention"] == {"layers": 2}
             and manifest["speed_paths"]["fused_loss"] is True)
+    assert manifest["patches"] == [  # every library internal touched, applied or not (train/patches.py)
+        {"patch": "bitsandbytes Linear4bit.support_avx512bf16_for_cpu = False", "off": "no 4-bit layers"},
+        {"patch": "transformers AttentionInterface and mask registries: 'tunewise_packed'", "registered": 1}]
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [2, 4]

@@ -15,9 +15,9 @@ from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..rundir import RunDir
 from .failures import add_failures
-from .forgetting import ForgettingOptions, forgetting_section
+from .forgetting import ForgettingOptions, forgetting_section, previous_run
 from .generate import generate, prompt_messages
-from .metrics import get_metric
+from .metrics import check_references, get_metric
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -45,6 +45,17 @@ def load_tuned(run_dir: str | Path, quantization: str | None = None, device: str
     return model, tokenizer, config
 
 
+def _check_references_first(metric, examples, references, data_path, run_dir, options: ForgettingOptions) -> None:
+    """Every reference the metrics will run, this task's and the earlier task's (--previous), checked
+    before anything is generated: a broken one is refused by line, not after an hour of generation."""
+    check_references(metric, examples, references, data_path)
+    previous = previous_run(run_dir, options)
+    if previous:
+        _, data, name = previous
+        earlier = load_examples(data)
+        check_references(get_metric(name), earlier, [e.messages[-1]["content"] for e in earlier], data)
+
+
 def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_new_tokens: int = 128,
             batch_size: int = 16, progress=None, device: str = "auto",
             forgetting: ForgettingOptions | None = None) -> dict:
@@ -52,14 +63,16 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
     it off) also the forgetting check and the earlier task's score (evaluate/forgetting.py)."""
     metric = get_metric(metric_name)
     examples = load_examples(data_path)
-    model, tokenizer, config = load_tuned(run_dir, device=device)
-    fold = config.data.fold_system_prompt  # prompts as the run was trained on them
-    prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     references = [e.messages[-1]["content"] for e in examples]
     for e, ref in zip(examples, references):
         if not isinstance(ref, str):
             raise TunewiseError(f"{data_path}:{e.line}: the last assistant message has no text content (a tool "
                                 "call?); evaluation compares the answer's text with the metric")
+    options = forgetting or ForgettingOptions()
+    _check_references_first(metric, examples, references, data_path, run_dir, options)
+    model, tokenizer, config = load_tuned(run_dir, device=device)
+    fold = config.data.fold_system_prompt  # prompts as the run was trained on them
+    prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     tools = [e.tools for e in examples]  # as in training: the same function definitions in the prompt
     with model.disable_adapter():
         base_out = generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress, tools)
@@ -78,7 +91,6 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
         "tuned": {"score": sum(r["tuned_ok"] for r in rows) / n},
         "examples": rows,
     }
-    options = forgetting or ForgettingOptions()
     result["forgetting"] = forgetting_section(model, tokenizer, config, run_dir, data_path, metric_name, options,
                                               max_new_tokens, batch_size)
     return add_failures(result, metric_name, [e.meta for e in examples])  # right format? hallucination?

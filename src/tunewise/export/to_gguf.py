@@ -19,7 +19,7 @@ from ..evaluate.compare import load_run_config
 from ..files import usual_mode
 from ..model.load import load_tokenizer
 from ..rundir import RunDir
-from .gguf_model import TYPES, GgufInfo, family_of, read_config, write_gguf
+from .gguf_model import TYPES, GgufInfo, family_of, read_config, refuse_sliding_window, write_gguf
 from .gguf_vocab import adds_token, eos_ids
 from .merge import Parity, merge
 from .modelfile import Translation, translate, write_modelfile
@@ -94,6 +94,7 @@ def _temp_sibling(out: Path) -> Path:
 def _export_model(model_dir: Path, out: Path, qtype: str, modelfile: bool, check: bool, device: str,
                   system: str | None, log, name: str | None = None) -> Exported:
     family_of(read_config(model_dir), model_dir)  # refuse an unsupported family before any work
+    refuse_sliding_window(model_dir)
     tokenizer = load_tokenizer(str(model_dir))
     # translate before writing anything: an untranslatable template fails in a second, not after the export
     translation = translate(tokenizer, adds_token(tokenizer, tokenizer.bos_token_id, True)) if modelfile else None

@@ -27,6 +27,7 @@ from ..config import Config
 from ..data.batching import micro_batches
 from ..errors import TunewiseError
 from .loss import LossForward
+from .patches import ignore_frozen_in_ddp
 
 # Engines a run can take: one process, DDP on GPUs or CPUs. FSDP is refused until its sharded
 # checkpoints are verified on GPUs (accelerate never selects FSDP on CPUs, so CI cannot); DeepSpeed too.
@@ -81,7 +82,7 @@ def wrap_loss(accelerator: Accelerator, model) -> torch.nn.Module:
         return forward
     frozen = [n for n, p in forward.named_parameters() if not p.requires_grad]
     frozen += [n for n, _ in forward.named_buffers()]
-    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(forward, frozen)
+    ignore_frozen_in_ddp(forward, frozen)  # torch's private hook, guarded and logged (train/patches.py)
     return accelerator.prepare_model(forward, device_placement=False)
 
 

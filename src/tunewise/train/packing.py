@@ -306,8 +306,15 @@ def _mask(*args, **kwargs):
     return None if _active else sdpa_mask(*args, **kwargs)
 
 
-AttentionInterface.register(NAME, packed_attention)
-ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, _mask)
+def register() -> str | None:
+    """Register packed attention and its mask function under NAME in transformers' registries (done
+    when a model is switched to it, not at import); the reason when this transformers lacks them."""
+    registries = (AttentionInterface, ALL_MASK_ATTENTION_FUNCTIONS)
+    if not all(callable(getattr(r, "register", None)) for r in registries):
+        return "this transformers has no AttentionInterface.register / ALL_MASK_ATTENTION_FUNCTIONS.register"
+    AttentionInterface.register(NAME, packed_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, _mask)
+    return None
 
 
 def is_packed(model) -> bool:

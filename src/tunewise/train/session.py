@@ -23,14 +23,13 @@ from ..errors import TunewiseError
 from ..files import file_sha256, hold_lock
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora, load_lora
-from ..model.quant import keep_training_layout
 from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .distributed import Ranks, all_min, launch_ranks, restore_rng, wrap_loss
 from .early_stop import EarlyStopping
 from .memory import release_freed_memory
 from .optim import make_optimizer, make_scheduler
-from .patches import apply_speed_paths
+from .patches import applied_patches, apply_speed_paths
 from .replay import mix_replay
 from .runlog import RunLog
 from .setup import Datasets, micro_batch_budget, prepare_data
@@ -137,7 +136,6 @@ def _model(config: Config, source: str, dtype: str, device, console: Console, pa
     """The base model with LoRA adapters (new, or the parent's to continue) and every speed path it
     can take (each said if not)."""
     model = load_model(source, dtype, config.model.quantization, device, config.model.trust_remote_code)
-    keep_training_layout(model)  # validation must not repack 4-bit weights under training (model/quant.py)
     release_freed_memory(device)  # what loading and quantizing freed
     if parent:
         model = load_lora(model, parent.adapter, config.lora, config.train.gradient_checkpointing)
@@ -158,7 +156,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
         speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,
-        world_size=s.ranks.world, engine=s.ranks.engine,
+        world_size=s.ranks.world, engine=s.ranks.engine, patches=applied_patches(),
     )
 
 
