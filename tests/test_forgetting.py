@@ -5,6 +5,7 @@ On a tiny random Llama: a run trained on a narrow SQL set is the parent; a secon
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -215,6 +216,37 @@ def test_probe_answers_are_cached_per_base(tiny_model_dir, write_tiny_model, cha
     assert calls == [5, 5]  # the second call on the same base generated nothing
     forgetting.base_answers(model, load_tokenizer(str(other)), str(other), cfg, measure_probes(8))
     assert calls == [5, 5, 3]  # more probes later: only the missing ones
+
+
+def _shape(prompt: str) -> str:
+    """A prompt up to its numbers and quoted words: "What is 76 + 29?" -> "what is # + #?"."""
+    return re.sub(r"'[^']*'", "'_'", re.sub(r"\d+", "#", prompt.lower()))
+
+
+def test_replay_probes_share_no_template_with_the_probes_that_measure():
+    """33 of 158 replay probes were a measuring probe with other numbers ("What is 76 + 29?"):
+    replaying the base's answers to them made forgetting read lower than it is."""
+    measure, replay = measure_probes(MEASURE_SIZE), replay_probes()
+    assert len(measure) == MEASURE_SIZE and len(replay) >= 100
+    shared = {_shape(p.prompt) for p in measure} & {_shape(p.prompt) for p in replay}
+    assert not shared, sorted(shared)[:5]
+    for p in measure + replay:  # each prompt is an instance of the template it names ...
+        slots = re.split(r"\{\w+\}", p.template)
+        assert re.fullmatch(".+?".join(re.escape(part) for part in slots), p.prompt, re.S), p
+    # ... and no template is on both sides, whatever fills its slots (countries, topics, sentences)
+    assert not {p.template for p in measure} & {p.template for p in replay}
+    assert {p.kind for p in measure[:forgetting.DEFAULT_PROBES]} == {p.kind for p in replay}  # a mix, both
+
+
+def test_cached_answers_belong_to_one_probe_set(tiny_model_dir, tmp_path, monkeypatch):
+    """Answers are cached by probe id; a changed probe set must not read the old set's answers."""
+    from tunewise.data import probes
+
+    key = base_key(str(tiny_model_dir), "t" * 64, "none/float32")
+    changed = tmp_path / "general.jsonl"
+    changed.write_text(probes.PROBES_FILE.read_text().replace("What is", "What's", 1))
+    monkeypatch.setattr(probes, "PROBES_FILE", changed)
+    assert base_key(str(tiny_model_dir), "t" * 64, "none/float32") != key
 
 
 def test_replay_mixes_the_stated_fraction_seeded_and_never_into_validation(tiny_model_dir, chatml_tokenizer,
