@@ -14,8 +14,11 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from tunewise.config import Config
+from tunewise.data.load import load_examples
+from tunewise.data.masking import encode
 from tunewise.data.probes import MEASURE_SIZE, base_key, measure_probes, replay_probes, write_answers
 from tunewise.data.split import replay_count
+from tunewise.data.targets import target_options
 from tunewise.data.template import template_hash
 from tunewise.errors import TunewiseError
 from tunewise.evaluate import forgetting
@@ -256,8 +259,12 @@ def test_replay_mixes_the_stated_fraction_seeded_and_never_into_validation(tiny_
     cfg = config(tiny_model_dir, train, None, tmp_path / "r", data__val_fraction=0.2)
     base = prepare_data(cfg, chatml_tokenizer, str(tiny_model_dir))
     val_texts = {tuple(x.input_ids) for x in base.val}
-    val_rows = [json.loads(line) for line in train.read_text().splitlines()]
-    source = write_jsonl(tmp_path / "old_task.jsonl", pool + val_rows)  # the old task's data holds val's lines
+    options = target_options(chatml_tokenizer, str(tiny_model_dir))
+    val_rows = [json.loads(line) for line, example in zip(train.read_text().splitlines(), load_examples(train))
+                if any(tuple(x.input_ids) in val_texts for x in encode(chatml_tokenizer, example, 128, "", options))]
+    assert len(val_rows) == len(base.val) == 12
+    # the old task's data is mostly the validation lines: a sample that did not leave them out would hold some
+    source = write_jsonl(tmp_path / "old_task.jsonl", pool[:8] + val_rows)
     picks = {}
     for seed in (0, 0, 1):
         cfg_r = config(tiny_model_dir, train, None, tmp_path / "r", data__val_fraction=0.2,
