@@ -36,8 +36,9 @@ def stopped_run(tmp_path_factory, tiny_model_dir, write_jsonl, sql_example):
     return root, data
 
 
-def _resume_copy(stopped_run, tiny_model_dir, name, lora=None, **train) -> tuple[str, list[dict]]:
-    root, data = stopped_run
+def _resume_copy(stopped_run, tiny_model_dir, name, lora=None, data=None, **train) -> tuple[str, list[dict]]:
+    root, original = stopped_run
+    data = data or original
     shutil.copytree(root / "run", root / name)
     console = Console(record=True, width=400)
     loop.train(_config(tiny_model_dir, data, root / name, lora, **train), resume=True, console=console)
@@ -100,3 +101,19 @@ def test_every_config_key_is_decided_for_resume():
     keys = {key_class(k) for k in flatten(config.model_dump(mode="json"))}
     assert keys == set(REFUSED) | set(APPLIED)
     assert not set(REFUSED) & set(APPLIED)
+
+
+def test_data_is_compared_by_content_not_by_path(stopped_run, tiny_model_dir, tmp_path, monkeypatch):
+    """A data file edited in place used to resume silently into another order; a moved one is the same data."""
+    root, (train, val) = stopped_run
+    moved = tmp_path / "elsewhere.jsonl"
+    shutil.copy(train, moved)
+    text, _ = _resume_copy(stopped_run, tiny_model_dir, "moved", data=(moved, val), max_steps=3)
+    assert f"data.train: '{train}' -> '{moved}' (the same content)" in text
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text(train.read_text().replace("id above", "id over", 1))
+    shutil.copy(edited, moved)  # the same path as the moved run's config.yaml now names, other content
+    monkeypatch.setattr("tunewise.train.session.load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(TunewiseError, match=r"data.train .*elsewhere.jsonl is not the data the run started with "
+                                            r"\(sha256 \w{12}\.\.\. in .*manifest.json, \w{12}\.\.\. now\)"):
+        loop.train(_config(tiny_model_dir, (moved, val), root / "moved", max_steps=4), resume=True)

@@ -14,10 +14,14 @@ back from the checkpoint, so `apply_hyperparameters` puts the config's in their 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import yaml
 
 from ..config import Config, flatten
 from ..errors import TunewiseError
+from ..files import file_sha256
 from ..rundir import RunDir
 
 _LOADED = "the checkpoint's adapter cannot be loaded under another value"
@@ -50,14 +54,15 @@ def key_class(key: str) -> str:
     return "data.replay" if key.startswith("data.replay.") else key
 
 
-def config_changes(run: RunDir, config: Config) -> list[tuple[str, object, object]]:
-    """(key, before, after) for every setting that differs from the run's config.yaml, after
+def config_changes(run: RunDir, config: Config) -> list[tuple[str, object, object, str]]:
+    """(key, before, after, note) for every setting that differs from the run's config.yaml, after
     refusing, before any weight is loaded, the first one that cannot change on resume."""
     if not run.config.is_file():
         return []
     before, after = flatten(yaml.safe_load(run.config.read_text())), flatten(config.model_dump(mode="json"))
+    moved = _check_data_files(run, after)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    for key in changed:
+    for key in (k for k in changed if k not in moved):
         why = REFUSED.get(key_class(key))
         if why is None and key_class(key) not in APPLIED:
             why = "tunewise does not know what changing it in the middle of a run does"
@@ -66,7 +71,30 @@ def config_changes(run: RunDir, config: Config) -> list[tuple[str, object, objec
                                 f"now; {why}. Set {key}={_yaml(before.get(key))} back to resume, or train under "
                                 f"the new value in a new run (output_dir=...; `train --from {run.path}` continues "
                                 "this adapter there with a fresh optimizer and schedule)")
-    return [(k, before.get(k), after.get(k)) for k in changed]
+    return [(k, before.get(k), after.get(k), " (the same content)" if k in moved else "") for k in changed]
+
+
+def _check_data_files(run: RunDir, after: dict) -> set[str]:
+    """Data files are compared by content (manifest.json's sha256 at the run's start), not by path:
+    a file edited in place is refused, and one moved or named from another directory is the same
+    data. Returns the keys whose path changed but content did not."""
+    if not run.manifest.is_file():
+        return set()
+    recorded = json.loads(run.manifest.read_text()).get("data") or {}
+    moved = set()
+    for name, record in recorded.items():
+        key, path = f"data.{name}", after.get(f"data.{name}")
+        if not (path and Path(path).is_file() and record.get("sha256")):
+            continue  # another key, or no file: the path comparison decides
+        now = file_sha256(path)
+        if now != record["sha256"]:
+            raise TunewiseError(f"--resume: {key} {path} is not the data the run started with (sha256 "
+                                f"{record['sha256'][:12]}... in {run.manifest}, {now[:12]}... now); {_ORDER}. "
+                                f"Restore the file to resume, or train on it in a new run (output_dir=...; "
+                                f"`train --from {run.path}` continues this adapter there)")
+        if path != record.get("path"):
+            moved.add(key)
+    return moved
 
 
 def apply_hyperparameters(optimizer, scheduler, lr: float, weight_decay: float) -> None:
@@ -79,11 +107,12 @@ def apply_hyperparameters(optimizer, scheduler, lr: float, weight_decay: float) 
         group.update(initial_lr=lr, lr=lr * factor(scheduler.last_epoch), weight_decay=weight_decay)
 
 
-def describe(changes: list[tuple[str, object, object]], step: int, next_lr: float, total: tuple[int, int]) -> str:
+def describe(changes: list[tuple[str, object, object, str]], step: int, next_lr: float,
+             total: tuple[int, int]) -> str:
     """What changed, as it takes effect: the schedule's keys with the lr step `step + 1` trains at."""
-    said = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes)
+    said = ", ".join(f"{k}: {a!r} -> {b!r}{note}" for k, a, b, note in changes)
     line = f"resuming with settings that differ from the run's config.yaml, applied from step {step + 1}: {said}"
-    if any(k in SCHEDULE for k, _, _ in changes):
+    if any(k in SCHEDULE for k, *_ in changes):
         was, now = total
         steps = f"{now} steps in all (was {was})" if was != now else f"{now} steps in all (unchanged)"
         line += f"; the schedule: {steps}, step {step + 1} trains at lr {next_lr:.6g}"
