@@ -40,7 +40,7 @@ def _resume_copy(stopped_run, tiny_model_dir, name, lora=None, data=None, **trai
     root, original = stopped_run
     data = data or original
     shutil.copytree(root / "run", root / name)
-    console = Console(record=True, width=400)
+    console = Console(record=True, width=10_000)  # one line per message: the asserts read whole lines
     loop.train(_config(tiny_model_dir, data, root / name, lora, **train), resume=True, console=console)
     events = [json.loads(x) for x in (root / name / "metrics.jsonl").read_text().splitlines()]
     return console.export_text(), [e for e in events if e["event"] == "train"]
