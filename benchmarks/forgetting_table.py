@@ -28,9 +28,10 @@ def main(out: Path) -> None:
         else:
             sql = f"{prev['before']:.1%} -> {prev['after']:.1%}" if prev else "-"
             js = f"{result['tuned']['score']:.1%} (base {result['base']['score']:.1%})"
-        loss = f"{f['base_loss']:.3f} -> {f['tuned_loss']:.3f}" if f else "-"
-        kl = f"{f['kl_per_token']:.3f}" if f else "-"
-        print(f"| {label} | {sql} | {js} | {kl} | {loss} | {f.get('verdict', '-').split(':')[0]} |")
+        scored = f.get("kl_per_token") is not None  # None: no answer tokens, no verdict
+        loss = f"{f['base_loss']:.3f} -> {f['tuned_loss']:.3f}" if scored else "-"
+        kl = f"{f['kl_per_token']:.3f}" if scored else "-"
+        print(f"| {label} | {sql} | {js} | {kl} | {loss} | {(f.get('verdict') or 'no verdict').split(':')[0]} |")
 
 
 if __name__ == "__main__":

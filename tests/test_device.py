@@ -117,4 +117,7 @@ def test_an_overflowed_fp16_step_is_skipped_and_said(tiny_model_dir, sql_data, t
     events = [json.loads(x) for x in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
     first = next(e for e in events if e["event"] == "train")
     assert "overflowed" in first["skipped"] and first["grad_norm"] is None
-    assert first["lr"] == 0.0  # the warmup did not advance for a step that made no update
+    # an event's lr is the lr its update used: step 1's warmup lr is 0, and step 2's is 0 too only
+    # because the schedule did not advance for a step that made no update (else it would be train.lr)
+    second = [e for e in events if e["event"] == "train"][1]
+    assert first["lr"] == 0.0 and second["lr"] == 0.0

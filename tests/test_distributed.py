@@ -191,7 +191,7 @@ def test_a_second_trainer_into_the_same_run_is_refused(setup):
 
 
 def test_single_process_commands_refuse_a_launch_of_several(monkeypatch, tmp_path):
-    """eval/merge/export/review under torchrun would run N whole copies into one output; refused by
+    """eval/merge/export/review/chat/quickstart under torchrun would run N whole copies into one output; refused by
     name, with the way out for a job environment that sets WORLD_SIZE everywhere; --help still works."""
     from typer.testing import CliRunner
 
@@ -201,7 +201,9 @@ def test_single_process_commands_refuse_a_launch_of_several(monkeypatch, tmp_pat
     for argv, name in ((["eval", "--run", str(tmp_path), "--data", "x.jsonl", "--metric", "exact_match"], "eval"),
                        (["merge", str(tmp_path), "--out", str(tmp_path / "m")], "merge"),
                        (["export", "gguf", str(tmp_path), "--out", str(tmp_path / "m.gguf")], "export gguf"),
-                       (["review", "--run", str(tmp_path), "--data", "x.jsonl"], "review")):
+                       (["review", "--run", str(tmp_path), "--data", "x.jsonl"], "review"),
+                       (["chat", str(tmp_path), "--prompt", "hi"], "chat"),
+                       (["quickstart", "--out", str(tmp_path / "q")], "quickstart")):
         result = CliRunner().invoke(app, argv)
         assert isinstance(result.exception, TunewiseError), (argv, result.output)
         message = str(result.exception)

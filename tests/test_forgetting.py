@@ -5,6 +5,7 @@ On a tiny random Llama: a run trained on a narrow SQL set is the parent; a secon
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -13,8 +14,11 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from tunewise.config import Config
+from tunewise.data.load import load_examples
+from tunewise.data.masking import encode
 from tunewise.data.probes import MEASURE_SIZE, base_key, measure_probes, replay_probes, write_answers
 from tunewise.data.split import replay_count
+from tunewise.data.targets import target_options
 from tunewise.data.template import template_hash
 from tunewise.errors import TunewiseError
 from tunewise.evaluate import forgetting
@@ -140,6 +144,59 @@ def test_kl_is_zero_for_the_base_against_itself_and_grows_with_narrow_training(p
     assert 1e-4 < kls[0] < kls[1], kls  # trained further on the narrow set: further from the base
 
 
+def _textbook_drift(model, tokenizer, probe, answer) -> tuple[float, float, float, int]:
+    """KL(base || tuned), summed, and both summed losses over the answer's tokens, one unpadded
+    sequence, from the full logits: logits at position i predict token i + 1."""
+    from tunewise.data.template import render
+
+    prompt = tokenizer(render(tokenizer, probe.messages(), True), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + answer_ids])
+    with torch.no_grad():
+        tuned = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        with model.disable_adapter():
+            base = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    rows = torch.arange(len(prompt) - 1, ids.shape[1] - 1)  # the positions that predict answer tokens
+    picked = ids[0, rows + 1]
+    kl = (base[rows].exp() * (base[rows] - tuned[rows])).sum()
+    return float(kl), -float(base[rows, picked].sum()), -float(tuned[rows, picked].sum()), len(rows)
+
+
+def test_kl_and_losses_are_the_textbook_ones_at_the_answer_positions(parent_run, cache):
+    """The KL is base || tuned (not tuned || base) and is taken where the answer's tokens are
+    predicted (not one position off): both would still give 0 for a model against itself."""
+    run, _ = parent_run
+    model, tokenizer, cfg = load_tuned(run, device="cpu")
+    probes = measure_probes(5)
+    answers = {p.id: f"Here is a short answer to: {p.prompt}" for p in probes}
+    ours = forgetting.drift(model, tokenizer, probes, answers, batch_size=2)  # padded batches
+    sums = [_textbook_drift(model, tokenizer, p, answers[p.id]) for p in probes]
+    tokens = sum(s[3] for s in sums)
+    assert ours["tokens"] == tokens
+    assert ours["kl_per_token"] > 1e-3  # the trained adapter has moved: KL's direction shows
+    assert ours["kl_per_token"] == pytest.approx(sum(s[0] for s in sums) / tokens, rel=1e-4)
+    assert ours["base_loss"] == pytest.approx(sum(s[1] for s in sums) / tokens, rel=1e-5)
+    assert ours["tuned_loss"] == pytest.approx(sum(s[2] for s in sums) / tokens, rel=1e-5)
+
+
+def test_no_answer_tokens_give_no_verdict_and_say_why(parent_run, tiny_model_dir, cache):
+    """All base answers empty used to print KL 0.0000 and "little forgetting"."""
+    from tunewise.evaluate.forgetting_report import forgetting_html, forgetting_table
+
+    run, _ = parent_run
+    model, tokenizer, cfg = load_tuned(run, device="cpu")
+    key = base_key(str(tiny_model_dir), template_hash(tokenizer), "none/float32")
+    write_answers(key, str(tiny_model_dir), {p.id: " " * (i % 2) for i, p in enumerate(measure_probes(6))})
+    result = forgetting.check_forgetting(model, tokenizer, str(tiny_model_dir), cfg, 6)
+    assert result["tokens"] == 0 and result["kl_per_token"] is None and result["verdict"] is None
+    assert "no verdict" in result["no_verdict"] and "all 6 probes are empty" in result["no_verdict"]
+    console = Console(record=True, width=400)
+    console.print(forgetting_table({"forgetting": result}))
+    shown = console.export_text() + forgetting_html({"forgetting": result})
+    assert "no verdict" in shown and "0 of 6 (6 empty base answers) / 0" in shown
+    assert "little forgetting" not in shown and "0.0000" not in shown
+
+
 def test_probe_answers_are_cached_per_base(tiny_model_dir, write_tiny_model, chatml_tokenizer, tmp_path, cache,
                                            monkeypatch):
     import shutil
@@ -164,6 +221,37 @@ def test_probe_answers_are_cached_per_base(tiny_model_dir, write_tiny_model, cha
     assert calls == [5, 5, 3]  # more probes later: only the missing ones
 
 
+def _shape(prompt: str) -> str:
+    """A prompt up to its numbers and quoted words: "What is 76 + 29?" -> "what is # + #?"."""
+    return re.sub(r"'[^']*'", "'_'", re.sub(r"\d+", "#", prompt.lower()))
+
+
+def test_replay_probes_share_no_template_with_the_probes_that_measure():
+    """33 of 158 replay probes were a measuring probe with other numbers ("What is 76 + 29?"):
+    replaying the base's answers to them made forgetting read lower than it is."""
+    measure, replay = measure_probes(MEASURE_SIZE), replay_probes()
+    assert len(measure) == MEASURE_SIZE and len(replay) >= 100
+    shared = {_shape(p.prompt) for p in measure} & {_shape(p.prompt) for p in replay}
+    assert not shared, sorted(shared)[:5]
+    for p in measure + replay:  # each prompt is an instance of the template it names ...
+        slots = re.split(r"\{\w+\}", p.template)
+        assert re.fullmatch(".+?".join(re.escape(part) for part in slots), p.prompt, re.S), p
+    # ... and no template is on both sides, whatever fills its slots (countries, topics, sentences)
+    assert not {p.template for p in measure} & {p.template for p in replay}
+    assert {p.kind for p in measure[:forgetting.DEFAULT_PROBES]} == {p.kind for p in replay}  # a mix, both
+
+
+def test_cached_answers_belong_to_one_probe_set(tiny_model_dir, tmp_path, monkeypatch):
+    """Answers are cached by probe id; a changed probe set must not read the old set's answers."""
+    from tunewise.data import probes
+
+    key = base_key(str(tiny_model_dir), "t" * 64, "none/float32")
+    changed = tmp_path / "general.jsonl"
+    changed.write_text(probes.PROBES_FILE.read_text().replace("What is", "What's", 1))
+    monkeypatch.setattr(probes, "PROBES_FILE", changed)
+    assert base_key(str(tiny_model_dir), "t" * 64, "none/float32") != key
+
+
 def test_replay_mixes_the_stated_fraction_seeded_and_never_into_validation(tiny_model_dir, chatml_tokenizer,
                                                                            write_jsonl, tmp_path):
     train = write_jsonl(tmp_path / "greet.jsonl", [greeting(i) for i in range(60)])
@@ -171,8 +259,12 @@ def test_replay_mixes_the_stated_fraction_seeded_and_never_into_validation(tiny_
     cfg = config(tiny_model_dir, train, None, tmp_path / "r", data__val_fraction=0.2)
     base = prepare_data(cfg, chatml_tokenizer, str(tiny_model_dir))
     val_texts = {tuple(x.input_ids) for x in base.val}
-    val_rows = [json.loads(line) for line in train.read_text().splitlines()]
-    source = write_jsonl(tmp_path / "old_task.jsonl", pool + val_rows)  # the old task's data holds val's lines
+    options = target_options(chatml_tokenizer, str(tiny_model_dir))
+    val_rows = [json.loads(line) for line, example in zip(train.read_text().splitlines(), load_examples(train))
+                if any(tuple(x.input_ids) in val_texts for x in encode(chatml_tokenizer, example, 128, "", options))]
+    assert len(val_rows) == len(base.val) == 12
+    # the old task's data is mostly the validation lines: a sample that did not leave them out would hold some
+    source = write_jsonl(tmp_path / "old_task.jsonl", pool[:8] + val_rows)
     picks = {}
     for seed in (0, 0, 1):
         cfg_r = config(tiny_model_dir, train, None, tmp_path / "r", data__val_fraction=0.2,
@@ -229,8 +321,14 @@ def test_self_replay_trains_on_base_answers_to_probes_that_do_not_measure(tiny_m
     assert manifest["replay"]["examples"] == 5 and manifest["replay"]["source"] == "self"
 
 
+def _weights_in_use(model) -> torch.Tensor:
+    """The logits of a fixed input: which adapter (if any) the model runs now."""
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([[5, 17, 42, 99, 7]])).logits.float()
+
+
 def test_eval_reports_forgetting_and_the_earlier_task_after_from(parent_run, tiny_model_dir, chatml_tokenizer,
-                                                                 write_jsonl, tmp_path, cache):
+                                                                 write_jsonl, tmp_path, cache, monkeypatch):
     run, sql_val = parent_run
     seed_answers(tiny_model_dir, chatml_tokenizer, measure_probes(6))
     compare(run, sql_val, "exact_match", max_new_tokens=8,
@@ -238,8 +336,21 @@ def test_eval_reports_forgetting_and_the_earlier_task_after_from(parent_run, tin
     train = write_jsonl(tmp_path / "greet.jsonl", [greeting(i) for i in range(16)])
     val = write_jsonl(tmp_path / "greet_val.jsonl", [greeting(100 + i) for i in range(4)])
     loop.train(config(tiny_model_dir, train, val, tmp_path / "child", lora__init_from=str(run), train__max_steps=2))
+    seen, real_generate = [], forgetting.generate  # what each of the earlier task's generations ran on
+
+    def spy(model, *args, **kwargs):
+        seen.append(_weights_in_use(model))
+        return real_generate(model, *args, **kwargs)
+
+    monkeypatch.setattr(forgetting, "generate", spy)
     result = compare(tmp_path / "child", val, "exact_match", max_new_tokens=8,
                      forgetting=forgetting.ForgettingOptions(probes=6))
+    monkeypatch.setattr(forgetting, "generate", real_generate)
+    parent_logits, child_logits = (_weights_in_use(load_tuned(r, device="cpu")[0]) for r in (run, tmp_path / "child"))
+    assert not torch.allclose(parent_logits, child_logits, rtol=0, atol=1e-4)  # the two adapters are told apart
+    assert len(seen) == 2  # before, then after (the base answers came from the cache)
+    torch.testing.assert_close(seen[0], parent_logits, rtol=1e-5, atol=1e-6)  # "before": the earlier adapter
+    torch.testing.assert_close(seen[1], child_logits, rtol=1e-5, atol=1e-6)  # "after": this run's
     section = result["forgetting"]
     assert section["probes"] == 6 and section["kl_per_token"] > 0
     assert {"base_loss", "tuned_loss", "loss_change", "verdict", "advice", "cache"} <= section.keys()

@@ -36,21 +36,51 @@ def layer(module: str) -> str:
 
 def imports(path: Path) -> list[tuple[str, bool]]:
     """(imported tunewise module relative to the package, inside a function?) for one file."""
-    module = path.relative_to(SRC).with_suffix("").parts
-    package = module[:-1] if module[-1] != "__init__" else module[:-1]
+    return imports_in(path.read_text(), path.relative_to(SRC).with_suffix("").parts)
+
+
+def imports_in(source: str, module: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """Every import form the ast can show: `import a.b [as c]`, `from a import b`, `from . import b`,
+    `from ..a import b`, and importlib.import_module("a") / __import__("a") with a literal name."""
+    tree = ast.parse(source)
+    nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+              for n in ast.walk(f) if n is not f}
     found = []
-    tree = ast.parse(path.read_text())
-    nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-              for n in ast.walk(f)}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = list(package[: len(package) - node.level + 1])
-            target = ".".join(base + ([node.module] if node.module else []))
-            names = [target] if node.module else [f"{target}.{a.name}".lstrip(".") for a in node.names]
-            found += [(n.lstrip("."), id(node) in nested) for n in names]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tunewise"):
-            found.append((node.module.removeprefix("tunewise").lstrip("."), id(node) in nested))
+        for name in _absolute_names(node, ("tunewise", *module[:-1])):
+            if name.startswith("tunewise."):  # the package itself (`from .. import x`) is not a layer
+                found.append((name.removeprefix("tunewise."), id(node) in nested))
     return found
+
+
+def _absolute_names(node: ast.AST, package: tuple[str, ...]) -> list[str]:
+    """The absolute module names one statement or call imports (`from X import name` gives X.name
+    too: name may be a module)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+        target = ".".join(part for part in (base, node.module) if part)
+        return [target, *(f"{target}.{a.name}" for a in node.names if a.name != "*")]
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+            return [node.args[0].value]
+    return []
+
+
+def test_the_import_finder_sees_every_form():
+    """Each form inside a function in data/masking.py, the way a stray upward import would look."""
+    forms = ["import tunewise.train.loop", "import tunewise.train.loop as loop", "from tunewise import train",
+             "from tunewise.train import loop", "from ..train import loop", "from .. import train",
+             "importlib.import_module('tunewise.train.loop')", "__import__('tunewise.train')"]
+    for form in forms:
+        found = imports_in(f"def f():\n    {form}\n", ("data", "masking"))
+        assert found and all(layer(t) == "train" and inside for t, inside in found), (form, found)
+        at_top = imports_in(f"{form}\n", ("data", "masking"))
+        assert at_top and not any(inside for _, inside in at_top), (form, at_top)
+    assert imports_in("import torch\nfrom collections import deque\n", ("data", "masking")) == []
 
 
 FILES = sorted(SRC.rglob("*.py"))

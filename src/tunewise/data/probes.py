@@ -2,12 +2,14 @@
 
 The set is split once and for all: the first MEASURE_SIZE prompts measure forgetting (the
 evaluation's check), the rest are what `data.replay.source: self` trains on, so replay never
-trains on the prompts that measure it.
+trains on the prompts that measure it, nor on another prompt of the same template (the same
+question with other numbers or words: probes/generate.py).
 
 A base model's greedy answers are cached once per base under `$TUNEWISE_CACHE/probe-answers/`
 (default ~/.cache/tunewise): one JSON file per key, the key a hash of what makes the answers
 what they are (the model's config.json, its weight files' names, sizes and first and last MiB,
-the chat template, quantization and dtype, the generation length). Each file maps probe id ->
+the chat template, quantization and dtype, the generation length, the probe set's own hash, so a
+new probe set never reads another's answers by id). Each file maps probe id ->
 answer, so asking for more probes later generates only the missing ones.
 """
 
@@ -31,6 +33,7 @@ class Probe:
     id: str
     kind: str
     prompt: str
+    template: str = ""  # the prompt with its slots ("What is {a} + {b}?"): one side of the split only
 
     def messages(self) -> list[dict]:
         return [{"role": "user", "content": self.prompt}]
@@ -55,9 +58,11 @@ def replay_probes() -> list[Probe]:
 
 def base_key(source: str, template_sha256: str, variant: str, answer_tokens: int = ANSWER_TOKENS) -> str:
     """What identifies a base model's answers: its config and weight files (names, sizes), or its
-    hub id; its chat template; how it runs (`variant`: quantization/dtype); how long answers may be."""
+    hub id; its chat template; how it runs (`variant`: quantization/dtype); how long answers may be;
+    which probe set they answer (ids are positions in it)."""
     path = Path(source)
-    parts = [f"template={template_sha256}", f"variant={variant}", f"tokens={answer_tokens}"]
+    parts = [f"template={template_sha256}", f"variant={variant}", f"tokens={answer_tokens}",
+             f"probes={hashlib.sha256(PROBES_FILE.read_bytes()).hexdigest()}"]
     if (path / "config.json").is_file():
         parts.append((path / "config.json").read_text(encoding="utf-8"))
         parts += [_weights_fingerprint(f) for f in sorted(path.glob("*.safetensors"))]

@@ -85,8 +85,10 @@ def drift(model, tokenizer, probes: list[Probe], answers: dict[str, str], batch_
         totals["base"] -= float(base.gather(1, picked[:, None]).sum())
         totals["tuned"] -= float(tuned.gather(1, picked[:, None]).sum())
         totals["tokens"] += picked.numel()
-    n = max(totals["tokens"], 1)
-    return {"probes": len(rows), "tokens": totals["tokens"], "kl_per_token": totals["kl"] / n,
+    n = totals["tokens"]
+    if not n:  # nothing scored: no measure at all, rather than 0 (which reads as "no drift")
+        return {"probes": 0, "tokens": 0, "kl_per_token": None, "base_loss": None, "tuned_loss": None}
+    return {"probes": len(rows), "tokens": n, "kl_per_token": totals["kl"] / n,
             "base_loss": totals["base"] / n, "tuned_loss": totals["tuned"] / n}
 
 
@@ -128,9 +130,15 @@ def check_forgetting(model, tokenizer, source: str, config: Config, probes: int,
     chosen = measure_probes(probes)
     answers, cache = base_answers(model, tokenizer, source, config, chosen, batch_size)
     result = drift(model, tokenizer, chosen, answers)
+    result.update(asked=len(chosen), cache=str(cache))
+    if not result["tokens"]:  # no tokens, no verdict: say why instead
+        result.update(loss_change=None, verdict=None, advice=None, no_verdict=(
+            f"no verdict: the base model's answers to all {len(chosen)} probes are empty (cached in {cache}), "
+            "so there are no answer tokens to compare the tuned model with; a base that answers general "
+            "prompts with nothing (often a stop token first) cannot show forgetting this way"))
+        return result
     result["loss_change"] = result["tuned_loss"] - result["base_loss"]
     result["verdict"], result["advice"] = verdict(result["kl_per_token"])
-    result["cache"] = str(cache)
     return result
 
 

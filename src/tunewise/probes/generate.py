@@ -5,8 +5,13 @@
 Every prompt is written by this script (no outside data, so no licence to inherit): facts the
 project states itself, arithmetic, rewriting, short instructions, classification, definitions,
 letters and lists. The answers are never stored here: the forgetting check asks each base model
-for its own greedy answers and caches them. Lines are shuffled (seed 0) so any prefix is a mix of
-kinds; ids p000.. follow the shuffled order.
+for its own greedy answers and caches them.
+
+Each prompt comes from a template (its `template` field: the prompt with its slots, `{a} + {b}`),
+and every template belongs to one side only: the first MEASURE (100) lines measure forgetting, the
+rest are what `replay: self` trains on. Replaying the base's answers to "What is 76 + 29?" would
+teach the very skill that "What is 44 + 62?" measures and make forgetting read lower than it is.
+Each side is shuffled (seed 0) so any prefix is a mix of kinds; ids p000.. follow the file order.
 """
 
 import json
@@ -57,56 +62,57 @@ THINGS = ["fruits", "colors", "animals that live in the sea", "musical instrumen
           "European capitals", "programming languages", "sports played with a ball"]
 
 
-def _facts(rng):
-    out = [f"What is the capital of {c}?" for c in COUNTRIES]
-    out += [f"On which continent is {c}?" for c in rng.sample(COUNTRIES, 10)]
-    return [("fact", p) for p in out + SCIENCE]
+MEASURE = 100  # data/probes.MEASURE_SIZE
 
 
-def _arithmetic(rng):
-    out = []
-    for _ in range(20):
-        a, b = rng.randint(2, 99), rng.randint(2, 99)
-        out.append(f"What is {a} + {b}?")
-        out.append(f"What is {a} times {rng.randint(2, 12)}?")
-    for _ in range(10):
-        a, b = rng.randint(50, 500), rng.randint(1, 49)
-        out.append(f"What is {a} minus {b}?")
-    for _ in range(10):
-        n, p = rng.randint(3, 12), rng.randint(2, 9)
-        out.append(f"A pen costs {p} dollars. How much do {n} pens cost?")
-    return [("arithmetic", p) for p in out]
-
-
-def _rewriting(rng):
-    return [("rewriting", r.format(s=s)) for s in SENTENCES for r in rng.sample(REWRITES, 4)]
-
-
-def _instructions(rng):
-    out = [i.format(t=t) for t in TOPICS for i in INSTRUCTIONS]
-    out += [f"Name three {t}." for t in THINGS]
-    out += [f"Write a short sentence using the word '{w}'." for w in WORDS[:10]]
-    return [("instruction", p) for p in out]
-
-
-def _language(rng):
-    out = [f"What does the word '{w}' mean?" for w in WORDS]
-    out += [f"Give a synonym for '{a}'." for a in ADJECTIVES]
-    out += [f"What is the opposite of '{a}'?" for a in ADJECTIVES]
-    out += [f"How many letters are in the word '{w}'?" for w in WORDS[10:]]
-    out += [f"Is this review positive or negative? {r}" for r in REVIEWS]
-    return [("language", p) for p in out]
+def _templates(rng) -> list[tuple[str, str, str, list[dict]]]:
+    """(side, kind, template, slot values): every prompt of a template goes to one side."""
+    science = rng.sample(SCIENCE, len(SCIENCE))
+    sums = [{"a": rng.randint(2, 99), "b": rng.randint(2, 99)} for _ in range(20)]
+    products = [{"a": rng.randint(2, 99), "b": rng.randint(2, 12)} for _ in range(20)]
+    differences = [{"a": rng.randint(50, 500), "b": rng.randint(1, 49)} for _ in range(10)]
+    pens = [{"p": rng.randint(2, 9), "n": rng.randint(3, 12)} for _ in range(10)]
+    words, topics = [{"w": w} for w in WORDS], [{"t": t} for t in TOPICS]
+    sentences, adjectives = [{"s": x} for x in SENTENCES], [{"a": a} for a in ADJECTIVES]
+    return [
+        ("measure", "fact", "What is the capital of {c}?", [{"c": c} for c in COUNTRIES]),
+        *[("measure", "fact", q, [{}]) for q in science[:10]],
+        ("measure", "arithmetic", "What is {a} + {b}?", sums),
+        ("measure", "arithmetic", "A pen costs {p} dollars. How much do {n} pens cost?", pens),
+        ("measure", "rewriting", REWRITES[0], sentences),
+        ("measure", "rewriting", REWRITES[3], sentences),
+        ("measure", "instruction", INSTRUCTIONS[0], topics),
+        ("measure", "instruction", "Name three {t}.", [{"t": t} for t in THINGS]),
+        ("measure", "language", "What does the word '{w}' mean?", words),
+        ("measure", "language", "What is the opposite of '{a}'?", adjectives),
+        ("replay", "fact", "On which continent is {c}?", [{"c": c} for c in COUNTRIES]),
+        *[("replay", "fact", q, [{}]) for q in science[10:]],
+        ("replay", "arithmetic", "What is {a} times {b}?", products),
+        ("replay", "arithmetic", "What is {a} minus {b}?", differences),
+        ("replay", "rewriting", REWRITES[1], sentences),
+        ("replay", "rewriting", REWRITES[2], sentences),
+        ("replay", "rewriting", REWRITES[4], sentences),
+        ("replay", "instruction", INSTRUCTIONS[1], topics),
+        ("replay", "instruction", INSTRUCTIONS[2], topics),
+        ("replay", "instruction", "Write a short sentence using the word '{w}'.", words[:10]),
+        ("replay", "language", "Give a synonym for '{a}'.", adjectives),
+        ("replay", "language", "How many letters are in the word '{w}'?", words[10:]),
+        ("replay", "language", "Is this review positive or negative? {r}", [{"r": r} for r in REVIEWS]),
+    ]
 
 
 def build(seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
-    items = _facts(rng) + _arithmetic(rng) + _rewriting(rng) + _instructions(rng) + _language(rng)
-    prompts = {}
-    for kind, prompt in items:
-        prompts.setdefault(prompt, kind)  # a repeated random sum is asked once
-    rows = [{"kind": k, "prompt": p} for p, k in prompts.items()]
-    rng.shuffle(rows)
-    return [{"id": f"p{i:03d}", **row} for i, row in enumerate(rows)]
+    sides = {"measure": {}, "replay": {}}
+    for side, kind, template, slots in _templates(rng):
+        for values in slots:  # a repeated random sum is asked once
+            sides[side].setdefault(template.format(**values), {"kind": kind, "template": template})
+    rows = {side: [{**v, "prompt": p} for p, v in prompts.items()] for side, prompts in sides.items()}
+    for side in rows.values():
+        rng.shuffle(side)
+    measure, replay = rows["measure"][:MEASURE], rows["replay"]  # the measuring prompts left over are dropped
+    return [{"id": f"p{i:03d}", "kind": r["kind"], "template": r["template"], "prompt": r["prompt"]}
+            for i, r in enumerate(measure + replay)]
 
 
 if __name__ == "__main__":

@@ -97,12 +97,13 @@ def train_step(s: Session, step: int) -> tuple[dict, int]:
     if s.scaler:
         s.scaler.unscale_(s.optimizer)  # clip the true gradients
     grad_norm = s.accelerator.clip_grad_norm_(s.forward.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
+    lr = s.optimizer.param_groups[0]["lr"]  # what this update uses (the scheduler's step below sets the next one)
     skipped = _update(s)
     if not skipped:  # a skipped update leaves the schedule where it was
         s.scheduler.step()
     s.optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - tick
-    event = dict(event="train", step=step + 1, epoch=s.epoch(step + 1), loss=loss, lr=s.scheduler.get_last_lr()[0],
+    event = dict(event="train", step=step + 1, epoch=s.epoch(step + 1), loss=loss, lr=lr,
                  grad_norm=float(grad_norm) if grad_norm is not None and not skipped else None,
                  tokens_per_s=tokens / seconds, trained_tokens_per_s=step_tokens / seconds,
                  peak_mem_mib=round(peak_memory_mib(s.device)))

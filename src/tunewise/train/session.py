@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
 from rich.text import Text
 
-from ..config import Config, flatten
+from ..config import Config
 from ..data.batching import steps_per_epoch
 from ..data.template import template_hash
 from ..device import compute_dtype, needs_grad_scaler, pick_device
@@ -31,12 +30,10 @@ from .memory import release_freed_memory
 from .optim import make_optimizer, make_scheduler
 from .patches import applied_patches, apply_speed_paths
 from .replay import mix_replay
+from .resume import apply_hyperparameters, config_changes, describe
 from .runlog import RunLog
 from .setup import Datasets, micro_batch_budget, prepare_data
 from .warm_start import check_parent, find_parent
-
-# Settings a checkpoint's adapter cannot be loaded under: resuming with another value is refused.
-FIXED_ON_RESUME = ("model.name", "model.quantization", "lora.r", "lora.target_modules")
 
 
 @dataclass
@@ -78,7 +75,7 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
     _check_run_dir(run, resume)
-    changes = _config_changes(run, config) if resume else None  # before any weight is loaded
+    changes = config_changes(run, config) if resume else []  # refusals before any weight is loaded
     dtype, dtype_note = compute_dtype(config.model.dtype, device)
     lock = _claim(run, ranks)
     set_seed(config.train.seed)  # the same on every rank: the adapters start identical
@@ -113,9 +110,7 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
                       EarlyStopping(tc.early_stopping_patience), RunLog(run, writes=ranks.main), ranks, forward,
                       lock, console, dtype, torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None)
     if resume:
-        session.step = _resume(session, console)
-    if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
-        console.print(Text.assemble(("warning: ", "yellow"), changes))
+        session.step = _resume(session, console, changes)
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
     session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
@@ -168,36 +163,24 @@ def _check_run_dir(run: RunDir, resume: bool) -> None:
         raise TunewiseError(f"--resume: {run.path} holds no checkpoint to resume from")
 
 
-def _config_changes(run: RunDir, config: Config) -> str | None:
-    """Resuming with other settings is allowed (say, more steps) but never silent; settings the
-    checkpoint cannot be loaded under are refused, naming the key, before any model is loaded."""
-    if not run.config.is_file():
-        return None
-    before, after = flatten(yaml.safe_load(run.config.read_text())), flatten(config.model_dump(mode="json"))
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    fixed = [k for k in changed if k in FIXED_ON_RESUME]
-    if fixed:
-        key = fixed[0]
-        raise TunewiseError(f"--resume: {key} was {before.get(key)!r} in {run.config} and is {after.get(key)!r} now; "
-                            "the checkpoint cannot be loaded under another value. Set it back, or start a new run "
-                            "with output_dir=...")
-    if not changed:
-        return None
-    return "resuming with settings that differ from the run's config.yaml: " + ", ".join(
-        f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
-
-
-def _resume(s: Session, console: Console) -> int:
+def _resume(s: Session, console: Console, changes: list) -> int:
+    """Weights, optimizer, schedule position, RNG and early stopping from the latest checkpoint;
+    the config's settings where they differ (train/resume.py), said as they take effect."""
     path = ckpt.latest_checkpoint(s.run)
     if path is None:
         raise TunewiseError(f"--resume: no complete checkpoint under {s.run.checkpoints}")
     meta, rng = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.scaler)
+    apply_hyperparameters(s.optimizer, s.scheduler, s.config.train.lr, s.config.train.weight_decay)
     note = restore_rng(rng, s.ranks, s.device)
     if note:
         console.print(Text.assemble(("note: ", "yellow"), note))
     s.stopper.load(meta["early_stopping"])
     s.log.truncate_after(meta["step"])
     console.print(f"resumed from {path} (step {meta['step']})")
+    if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
+        total = (meta.get("total_steps", s.total_steps), s.total_steps)
+        line = describe(changes, meta["step"], s.optimizer.param_groups[0]["lr"], total)
+        console.print(Text.assemble(("note: ", "yellow"), line))
     return meta["step"]
 
 
