@@ -20,7 +20,7 @@ from ..data.batching import steps_per_epoch
 from ..data.template import template_hash
 from ..device import compute_dtype, needs_grad_scaler, pick_device
 from ..errors import TunewiseError
-from ..files import file_sha256, hold_lock
+from ..files import hold_lock, tree_sha256
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora, load_lora
 from ..model.quant import keep_training_layout
@@ -154,7 +154,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
     s.log.write_config(config)
     s.log.write_manifest(
         model=config.model.name, model_source=source, chat_template_sha256=template_hash(tokenizer),
-        data={k: {"path": p, "sha256": file_sha256(p)} for k, p in
+        data={k: {"path": p, "sha256": tree_sha256(p)} for k, p in
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
         speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,
