@@ -56,8 +56,18 @@ class DataSpec:
             if role not in ROLES:
                 raise TunewiseError(f"data.roles.{name}: {role!r} is not a role tunewise knows ({', '.join(ROLES)})")
 
+    def cli_flags(self) -> str:
+        """The same reading on the command line (`data check`, `preview`, `split`, `convert`)."""
+        flags = [] if self.format == "auto" else [f"--format {self.format}"]
+        flags += [f"--column {k}={v}" for k, v in self.columns.items()]
+        flags += [f"--role {k}={v}" for k, v in self.roles.items()]
+        return "".join(f" {f}" for f in flags)
+
     def formats(self) -> tuple[str, ...]:
-        return FORMATS if self.format == "auto" else (self.format,)
+        """The formats a record may be in: data.format, or those with every field data.columns names."""
+        if self.format != "auto":
+            return (self.format,)
+        return tuple(f for f in FORMATS if set(self.columns) <= set(FIELDS[f])) or FORMATS
 
     def key(self, name: str) -> str:
         """The file's key for a format's field."""
@@ -89,9 +99,10 @@ class Convert:
     message)` raises the record's error; `names[i]` is what message i was called in the file."""
 
     def __init__(self, spec: DataSpec, columnar: bool):
-        self.spec, self.columnar = spec, columnar
+        self.spec, self.columnar, self.fmt = spec, columnar, spec.format
 
     def __call__(self, fmt: str, record: dict, fail) -> tuple[dict, list[str]]:
+        self.fmt = fmt
         return getattr(self, fmt)(record, fail)
 
     def _get(self, record: dict, name: str, fail, required: bool = True, kind=str):
@@ -99,8 +110,9 @@ class Convert:
         value = record.get(key)
         if value is None:
             if required:
-                fail("missing-key", f"missing {key!r}{self._mapped(name)}" if key not in record
-                     else f"{key!r}{self._mapped(name)} is null")
+                has = ", ".join(repr(k) for k in list(record)[:8])
+                fail("missing-key", f"missing {key!r}{self._mapped(name)}, which {self.fmt} data needs (this record "
+                     f"has {has or 'no keys'})" if key not in record else f"{key!r}{self._mapped(name)} is null")
             return None
         if not isinstance(value, kind):
             fail("bad-type", f"{key!r}{self._mapped(name)} must be {'a string' if kind is str else 'a list'}, "

@@ -42,7 +42,8 @@ class Reader:
     def __init__(self, path: str | Path, spec: DataSpec | None = None):
         self.path, self.spec = str(path), spec or DataSpec()
         self.source: Source = open_source(path)
-        self.format = None if self.spec.format == "auto" else self.spec.format
+        only = self.spec.formats()  # data.format, or the one format whose fields data.columns names
+        self.format = only[0] if len(only) == 1 else None
         self.detected_at: str | None = None
         self._convert = Convert(self.spec, self.source.columnar)
 
@@ -50,6 +51,8 @@ class Reader:
         """One line for the user: the format and how it was chosen."""
         if self.spec.format != "auto":
             return f"{self.path}: format {self.format} (data.format)"
+        if self.detected_at is None and self.format:
+            return f"{self.path}: format {self.format} (the one whose fields data.columns names)"
         if self.format is None:
             return f"{self.path}: format not detected (no record names one)"
         return f"{self.path}: format {self.format} (detected from {self.detected_at})"
@@ -72,7 +75,8 @@ class Reader:
         if fmt is None:
             raise DataError(path, number, "unknown-format", unknown_format(record, self.spec), unit)
         if self.format is None:
-            self.format, self.detected_at = fmt, where(path, number, unit)
+            self.format = fmt  # said as `line 3`, or `FILE row 3` inside a directory of parquet files
+            self.detected_at = f"{unit} {number}" if path == self.path else where(path, number, unit)
         if fmt in ("messages", "prompt_completion") and not (self.spec.columns or self.spec.roles
                                                              or self.source.columnar):
             return to_example(record, path, number)  # tunewise's own JSONL: validated as written

@@ -39,7 +39,8 @@ def doctor_gate(config: Config, tokenizer, options: TargetOptions) -> list[str]:
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... {report.errors - 10} more" if report.errors > 10 else ""
         raise TunewiseError(f"the data check found {report.errors} errors:\n  {shown}{more}\n"
-                            f"run `tunewise data check {data.train} --model {config.model.name}` for the full report")
+                            f"run `tunewise data check {data.train}{spec_of(data).cli_flags()} --model "
+                            f"{config.model.name}` for the full report")
     warnings = [f for f in report.findings if f.level == "warning" and f.code != "truncated"]
     notes = [f["described"] for f in report.stats.get("format", {}).values()]
     notes += [f"warning: {f.where()}{f.message}" for f in warnings[:5]]
