@@ -244,7 +244,7 @@ def data_convert(
     from .data.convert import convert_file
 
     n, reader = convert_file(file, out, _spec(fmt, columns, roles))
-    console.print(reader.describe(), highlight=False)
+    console.print(reader.describe(), highlight=False, soft_wrap=True)
     console.print(f"{out}: {n} examples", highlight=False)
 
 

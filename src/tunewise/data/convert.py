@@ -33,7 +33,8 @@ def read_all(path: str | Path, spec: DataSpec | None = None) -> tuple[list[Examp
     if errors:
         shown = "\n  ".join(str(e) for e in errors[:MAX_SHOWN])
         more = f"\n  ... {len(errors) - MAX_SHOWN} more" if len(errors) > MAX_SHOWN else ""
-        raise TunewiseError(f"{path}: {len(errors)} records cannot be read ({reader.describe()}):\n  {shown}{more}")
+        count = f"{len(errors)} record{'s' if len(errors) > 1 else ''} cannot be read"
+        raise TunewiseError(f"{path}: {count} ({reader.describe()}):\n  {shown}{more}")
     if not examples:
         raise TunewiseError(f"{path}: no examples (the file is empty)")
     return examples, reader

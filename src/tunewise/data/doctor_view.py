@@ -11,7 +11,7 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 def show(report, console: Console) -> None:
     for fmt in report.stats.get("format", {}).values():  # first: everything after reads the file this way
-        console.print(fmt["described"], highlight=False)
+        console.print(fmt["described"], highlight=False, soft_wrap=True)
     for f in report.findings:
         console.print(Text.assemble((f"{f.level:<7} ", STYLE[f.level]), (f.where(), "bold"), f.message))
     for path, n in report.stats.get("examples", {}).items():

@@ -136,7 +136,7 @@ class Convert:
         if role is None:
             known = sorted(set(roles) | set(self.spec.roles))
             fail("unknown-role", f"{at}: unknown {role_key} {m[role_key]!r} (known: {', '.join(known)}; map it "
-                 f"with data.roles, e.g. {{{m[role_key]}: assistant}})")
+                 f"with data.roles, e.g. {{{m[role_key]}: assistant}}, or --role {m[role_key]}=assistant)")
         content = m.get(content_key)
         if not isinstance(content, str) and not (m.get("tool_calls") and content is None):
             what = "missing" if content_key not in m else ("null" if content is None else type(content).__name__)

@@ -26,6 +26,7 @@ from ..model.lora import add_lora, load_lora
 from ..model.quant import keep_training_layout
 from ..rundir import RunDir
 from . import checkpoint as ckpt
+from . import trackers
 from .distributed import Ranks, all_min, launch_ranks, restore_rng, wrap_loss
 from .early_stop import EarlyStopping
 from .memory import release_freed_memory
@@ -74,8 +75,9 @@ class Session:
 
 def start_run(config: Config, resume: bool, console: Console, device_choice: str = "auto") -> Session:
     run = RunDir(config.output_dir)
+    trackers.check_installed(config.train.report_to)  # refused before anything is loaded
     device = pick_device(device_choice)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    accelerator = Accelerator(cpu=device.type == "cpu", **trackers.accelerator_options(config, run))
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
     _check_run_dir(run, resume)
@@ -120,6 +122,8 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
     session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
+    trackers.start(accelerator, config, run)  # last: a run refused above leaves no tracker runs behind
+    session.log.tracker = accelerator if config.train.report_to else None
     return session
 
 
