@@ -2,7 +2,8 @@
 accelerate's tracker API with the numbers metrics.jsonl logs and the resolved config.
 
 Where each writes, with no network needed: TensorBoard event files in output_dir/tensorboard/;
-MLflow in $MLFLOW_TRACKING_URI when set, else a file store in output_dir/mlruns; W&B in
+MLflow in $MLFLOW_TRACKING_URI when set, else a file store in output_dir/mlruns (with
+MLFLOW_ALLOW_FILE_STORE=true, which MLflow 3 asks for); W&B in
 output_dir/wandb, offline with WANDB_MODE=offline (`wandb sync` later); trackio in its local
 store. accelerate drops a tracker whose package is missing with only a debug log, so tunewise
 checks first and refuses the run with the command that installs it.
@@ -59,10 +60,17 @@ def start(accelerator: Accelerator, config: Config, run: RunDir) -> None:
     if "mlflow" in config.train.report_to and not os.environ.get("MLFLOW_TRACKING_URI"):
         import mlflow  # only here: the package is optional
 
+        # MLflow 3 keeps its file store in maintenance mode and refuses it unless asked; a file store
+        # in the run directory needs no server and no database driver, so tunewise asks.
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
         mlflow.set_tracking_uri((run.path / "mlruns").resolve().as_uri())
     name = run.path.resolve().name
-    accelerator.init_trackers(PROJECT, config=hyperparameters(config), init_kwargs={
-        "wandb": {"name": name, "dir": str(run.path)}, "mlflow": {"run_name": name}, "trackio": {"name": name}})
+    try:
+        accelerator.init_trackers(PROJECT, config=hyperparameters(config), init_kwargs={
+            "wandb": {"name": name, "dir": str(run.path)}, "mlflow": {"run_name": name}, "trackio": {"name": name}})
+    except Exception as e:  # a server out of reach, a login missing: each tracker raises its own kind
+        raise TunewiseError(f"train.report_to {config.train.report_to}: a tracker could not start: "
+                            f"{type(e).__name__}: {e}") from None
 
 
 def hyperparameters(config: Config) -> dict:
