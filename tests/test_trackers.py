@@ -13,12 +13,13 @@ from tunewise.errors import TunewiseError
 from tunewise.train import loop, trackers
 
 
-def run_config(model_dir, data, out, report_to) -> Config:
+def run_config(model_dir, data, out, report_to=None) -> Config:
+    tracked = {} if report_to is None else {"report_to": report_to}
     return Config.model_validate({
         "model": {"name": str(model_dir), "dtype": "float32"}, "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "data": {"train": str(data[0]), "val": str(data[1]), "max_seq_len": 256, "allow_small": True},
         "train": {"epochs": 1, "batch_size": 4, "eval_every": 2, "save_every": 2, "max_steps": 3, "lr": 5e-3,
-                  "early_stopping_patience": None, "report_to": report_to},
+                  "early_stopping_patience": None, **tracked},
         "output_dir": str(out)})
 
 
@@ -74,7 +75,7 @@ def test_a_tracker_not_installed_is_refused_before_anything_loads(tiny_model_dir
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
-def test_without_report_to_there_are_no_tracker_files(tiny_model_dir, sql_data, tmp_path):
+def test_by_default_there_are_no_tracker_files(tiny_model_dir, sql_data, tmp_path):
     run = tmp_path / "run"
-    loop.train(run_config(tiny_model_dir, sql_data, run, []), device="cpu")
+    loop.train(run_config(tiny_model_dir, sql_data, run), device="cpu")
     assert not (run / "tensorboard").exists() and not (run / "mlruns").exists()
