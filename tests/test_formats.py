@@ -204,3 +204,12 @@ def test_split_of_parquet_writes_tunewise_jsonl(tmp_path):
     with pytest.raises(TunewiseError, match="inside the input directory"):
         datasets.Dataset.from_list([as_messages(i) for i in range(N)]).save_to_disk(str(tmp_path / "saved"))
         split_file(tmp_path / "saved", 0.25, 0.0, 0, tmp_path / "saved")
+
+
+def test_a_mapping_to_nothing_is_refused_naming_the_key():
+    with pytest.raises(TunewiseError, match=r"data\.columns: 'conversation' is not a field of any format"):
+        DataSpec(columns={"conversation": "dialog"})  # the field is `conversations` (or messages)
+    with pytest.raises(TunewiseError, match=r"data\.columns: 'conversations' is not a field of alpaca data"):
+        DataSpec("alpaca", columns={"conversations": "dialog"})
+    with pytest.raises(TunewiseError, match=r"data\.roles\.bot: 'robot' is not a role tunewise knows"):
+        DataSpec(roles={"bot": "robot"})

@@ -73,7 +73,7 @@ class Reader:
             return to_example(record, path, number, unit=unit)  # refused: not an object
         fmt = self.format or detect(record, self.spec)
         if fmt is None:
-            raise DataError(path, number, "unknown-format", unknown_format(record, self.spec), unit)
+            raise DataError(path, number, "unknown-format", unknown_format(record), unit)
         if self.format is None:
             self.format = fmt  # said as `line 3`, or `FILE row 3` inside a directory of parquet files
             self.detected_at = f"{unit} {number}" if path == self.path else where(path, number, unit)
