@@ -48,8 +48,8 @@ class DataSpec:
         known = sorted({f for fmt in self.formats() for f in FIELDS[fmt]})
         for key, value in self.columns.items():
             if key not in known:
-                raise TunewiseError(f"data.columns: {key!r} is not a field of {self.format} data (its fields: "
-                                    f"{', '.join(known)})")
+                of = "any format" if self.format == "auto" else f"{self.format} data"
+                raise TunewiseError(f"data.columns: {key!r} is not a field of {of} (fields: {', '.join(known)})")
             if not isinstance(value, str) or not value:
                 raise TunewiseError(f"data.columns.{key}: the file's key must be a string, got {value!r}")
         for name, role in self.roles.items():
@@ -87,7 +87,7 @@ def detect(record: dict, spec: DataSpec) -> str | None:
     return None
 
 
-def unknown_format(record: dict, spec: DataSpec) -> str:
+def unknown_format(record: dict) -> str:
     keys = ", ".join(repr(k) for k in list(record)[:8]) or "none"
     return (f"cannot tell the data format from this record's keys ({keys}): expected 'messages' (chat), "
             "'prompt'/'completion', alpaca's 'instruction'/'output' or sharegpt's 'conversations'; set "
