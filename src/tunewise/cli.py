@@ -75,14 +75,36 @@ FOLD_HELP = ("Put the system prompt into the first user turn (data.fold_system_p
 END_HELP = "Token that ends assistant turns where the template writes none (data.end_of_turn)."
 
 
-data_app = typer.Typer(help="Check and split chat data.", no_args_is_help=True)
+FORMAT_HELP = "auto (from the first record) | messages | prompt_completion | alpaca | sharegpt (data.format)"
+COLUMN_HELP = "FIELD=KEY: the file's key for a format's field, e.g. messages=conversation (data.columns; repeatable)"
+ROLE_HELP = "NAME=ROLE: a role name in the file -> system|user|assistant|tool, e.g. bot=assistant (data.roles)"
+DATA_FILE_HELP = "JSONL, a JSON array (.json), parquet (file or directory) or a datasets save_to_disk directory"
+
+
+def _spec(fmt: str, columns: Optional[List[str]], roles: Optional[List[str]]):
+    """data.format, data.columns and data.roles from the command line."""
+    from .data.formats import DataSpec
+
+    def pairs(items, option):
+        out = {}
+        for item in items or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise TunewiseError(f"{option} {item!r}: give NAME=VALUE, e.g. {option} messages=conversation")
+            out[key.strip()] = value.strip()
+        return out
+
+    return DataSpec(fmt, pairs(columns, "--column"), pairs(roles, "--role"))
+
+
+data_app = typer.Typer(help="Check, preview, split and convert chat data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("check")
 def data_check(
-    file: str = typer.Argument(..., help="Training JSONL (chat messages or prompt/completion)."),
-    val: Optional[str] = typer.Option(None, "--val", help="Validation JSONL, checked too and for leakage."),
+    file: str = typer.Argument(..., help=f"Training data: {DATA_FILE_HELP}."),
+    val: Optional[str] = typer.Option(None, "--val", help="Validation data, checked too and for leakage."),
     model: Optional[str] = typer.Option(None, "--model", help="Model whose tokenizer and chat template to check."),
     max_seq_len: int = typer.Option(_default(DataConfig, "max_seq_len"), "--max-seq-len", min=1),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
@@ -94,8 +116,12 @@ def data_check(
                                          "self; says how many examples train would mix in."),
     replay_fraction: float = typer.Option(0.05, "--replay-fraction", min=0.001, max=0.5,
                                           help="data.replay.fraction"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    columns: Optional[List[str]] = typer.Option(None, "--column", help=COLUMN_HELP),
+    roles: Optional[List[str]] = typer.Option(None, "--role", help=ROLE_HELP),
 ) -> None:
-    """Find data and chat-template mistakes before training. Exit 0 usable, 1 errors, 2 usage."""
+    """Find data and chat-template mistakes before training. Exit 0 usable, 1 errors, 2 usage.
+    The first lines say each file's format and how it was chosen."""
     import json
 
     _quiet_libraries()
@@ -103,10 +129,11 @@ def data_check(
     from .data.split import replay_count
     from .data.targets import TargetOptions
 
+    spec = _spec(fmt, columns, roles)
     tokenizer, options = None, TargetOptions()
     if model:
         tokenizer, options = _tokenizer_and_options(model, fold_system_prompt, end_of_turn)
-    report = check(file, val, tokenizer, max_seq_len if model else None, allow_small, options)
+    report = check(file, val, tokenizer, max_seq_len if model else None, allow_small, options, spec)
     replay_report = check(replay, None, tokenizer, max_seq_len if model else None, True, options) \
         if replay and replay != "self" else None
     summary = None
@@ -144,13 +171,17 @@ def _tokenizer_and_options(model: str, fold_system_prompt: bool, end_of_turn: Op
 
 @data_app.command("preview")
 def data_preview(
-    file: str = typer.Argument(..., help="JSONL to preview (chat messages or prompt/completion)."),
+    file: str = typer.Argument(..., help=f"Data to preview: {DATA_FILE_HELP}."),
     model: str = typer.Option(..., "--model", help="Model whose tokenizer and chat template to use."),
-    line: Optional[int] = typer.Option(None, "--line", min=1, help="Only the example on this line."),
+    line: Optional[int] = typer.Option(None, "--line", min=0, help="Only the example on this line (the row, from "
+                                       "0, in parquet and arrow)."),
     limit: int = typer.Option(5, "--limit", min=1, help="Examples shown on a terminal (JSON lists all)."),
     as_json: bool = typer.Option(False, "--json", help="Print every example's sequences as JSON."),
     fold_system_prompt: bool = typer.Option(False, "--fold-system-prompt", help=FOLD_HELP),
     end_of_turn: Optional[str] = typer.Option(None, "--end-of-turn", help=END_HELP),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    columns: Optional[List[str]] = typer.Option(None, "--column", help=COLUMN_HELP),
+    roles: Optional[List[str]] = typer.Option(None, "--role", help=ROLE_HELP),
 ) -> None:
     """Exactly what each example trains (trained text highlighted). Exit 1 if any example is refused."""
     import json
@@ -158,8 +189,9 @@ def data_preview(
     _quiet_libraries()
     from .data.preview import preview, show
 
+    spec = _spec(fmt, columns, roles)
     tokenizer, options = _tokenizer_and_options(model, fold_system_prompt, end_of_turn)
-    items = preview(file, tokenizer, options, line)
+    items = preview(file, tokenizer, options, line, spec)
     refused = 0
     if as_json:
         examples = list(items)
@@ -178,17 +210,42 @@ def data_preview(
 
 @data_app.command("split")
 def data_split(
-    file: str = typer.Argument(..., help="JSONL to split."),
+    file: str = typer.Argument(..., help=f"Data to split: {DATA_FILE_HELP}."),
     val_fraction: float = typer.Option(..., "--val-fraction", min=0.0, max=0.9),
     test_fraction: float = typer.Option(0.0, "--test-fraction", min=0.0, max=0.9),
     seed: int = typer.Option(_default(TrainConfig, "seed"), "--seed"),
     out: str = typer.Option(..., "--out", help="Directory for train.jsonl, val.jsonl (and test.jsonl)."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    columns: Optional[List[str]] = typer.Option(None, "--column", help=COLUMN_HELP),
+    roles: Optional[List[str]] = typer.Option(None, "--role", help=ROLE_HELP),
 ) -> None:
-    """Shuffle and split a JSONL file; lines are copied byte for byte, the input is left untouched."""
+    """Shuffle and split data; JSONL lines are copied byte for byte, other inputs are written as tunewise's
+    JSONL (messages). The input is left untouched."""
+    from .data.sources import open_source
     from .data.split import split_file
 
-    for name, n in split_file(file, val_fraction, test_fraction, seed, out).items():
+    spec = _spec(fmt, columns, roles)
+    for name, n in split_file(file, val_fraction, test_fraction, seed, out, spec).items():
         console.print(f"{name}: {n} examples")
+    if not open_source(file).is_jsonl:
+        console.print(f"written as tunewise's JSONL (messages) in {out}", highlight=False)
+
+
+@data_app.command("convert")
+def data_convert(
+    file: str = typer.Argument(..., help=f"Data to convert: {DATA_FILE_HELP}."),
+    out: str = typer.Option(..., "--out", help="The JSONL file to write (tunewise's messages form)."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    columns: Optional[List[str]] = typer.Option(None, "--column", help=COLUMN_HELP),
+    roles: Optional[List[str]] = typer.Option(None, "--role", help=ROLE_HELP),
+) -> None:
+    """Write data in any format tunewise reads as the JSONL train reads (one `messages` object a line).
+    Any unreadable record refuses the whole conversion (nothing is written)."""
+    from .data.convert import convert_file
+
+    n, reader = convert_file(file, out, _spec(fmt, columns, roles))
+    console.print(reader.describe(), highlight=False, soft_wrap=True)
+    console.print(f"{out}: {n} examples", highlight=False)
 
 
 @app.command("plan")

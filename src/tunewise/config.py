@@ -50,6 +50,8 @@ class ReplayConfig(_Strict):
 
 class DataConfig(_Strict):
     train: str
+    """JSONL, a JSON array (.json), parquet (a file or a directory of them), or a `datasets`
+    save_to_disk directory."""
     val: str | None = None
     val_fraction: float | None = Field(None, gt=0, lt=1)
     """Used only when `val` is not given; the guide recommends 10-20%."""
@@ -64,6 +66,14 @@ class DataConfig(_Strict):
     model's own stop token, from its generation_config, or EOS)."""
     replay: ReplayConfig | None = None
     """Off by default; e.g. `replay: {fraction: 0.05, source: self}`."""
+    format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt"] = "auto"
+    """auto: from the first record's keys (messages, prompt/completion, alpaca's instruction/output,
+    sharegpt's conversations)."""
+    columns: dict[str, str] = {}
+    """The format's field -> the file's key, for files that name them otherwise: {messages: conversation}."""
+    roles: dict[str, str] = {}
+    """The file's role name -> tunewise's (system, user, assistant, tool): {bot: assistant}. ShareGPT's
+    human, gpt and system are known."""
 
     @model_validator(mode="after")
     def _one_val_source(self) -> "DataConfig":
@@ -93,6 +103,10 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(3, ge=1)
     gradient_checkpointing: bool = False
     seed: int = 0
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
+    """Trackers that also get metrics.jsonl's numbers and the resolved config, through accelerate:
+    TensorBoard files in output_dir/tensorboard; MLflow in $MLFLOW_TRACKING_URI or a file store in
+    output_dir/mlruns; W&B (WANDB_MODE=offline works without a network) and trackio as they are set up."""
 
     @model_validator(mode="after")
     def _micro_batch_fits(self) -> "TrainConfig":

@@ -62,6 +62,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(path: str | Path) -> str:
+    """A file's sha256, or for a directory (parquet files, a datasets save_to_disk) the sha256 of
+    each file's relative name and sha256, in name order: equal exactly when the files are."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def atomic_dir(target: Path, write) -> None:
     """Call write(tmp_dir), then rename tmp_dir to target (replacing an older target)."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def show(report, console: Console) -> None:
+    for fmt in report.stats.get("format", {}).values():  # first: everything after reads the file this way
+        console.print(fmt["described"], highlight=False, soft_wrap=True)
     for f in report.findings:
         console.print(Text.assemble((f"{f.level:<7} ", STYLE[f.level]), (f.where(), "bold"), f.message))
     for path, n in report.stats.get("examples", {}).items():
@@ -24,7 +26,7 @@ def show(report, console: Console) -> None:
         console.print(table)
     if report.preview:
         p = report.preview
-        console.print(Text(f"preview of {p['file']}:{p['line']} (trained tokens highlighted):", style="bold"))
+        console.print(Text(f"preview of {p['where']} (trained tokens highlighted):", style="bold"))
         text = Text()
         for piece in p["pieces"]:
             text.append(piece["text"], style="black on green" if piece["trained"] else "dim")

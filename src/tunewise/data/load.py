@@ -1,7 +1,5 @@
-"""Load chat JSONL (`messages`) and prompt/completion JSONL, with file:line errors.
-
-Files are streamed line by line (each line capped at MAX_LINE_BYTES) so a 10 GB file never sits
-in memory at once. A byte-order mark, CRLF line ends and blank lines are legal.
+"""Examples from a user's data: any source (data/sources.py) in any format (data/formats.py), each
+validated into tunewise's messages shape, every error naming its file and line (or row).
 """
 
 from __future__ import annotations
@@ -12,85 +10,91 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import TunewiseError
+from .formats import ROLES, Convert, DataSpec, detect, unknown_format
+from .sources import MAX_LINE_BYTES, DataError, Source, open_source, records, where
 
-ROLES = ("system", "user", "assistant", "tool")
+__all__ = ["DataError", "DataSpec", "Example", "MAX_LINE_BYTES", "Reader", "iter_examples", "load_examples",
+           "to_example", "where"]
+
 # Keys a message may carry besides role and content, as in OpenAI's fine-tuning format; all are
 # passed to the chat template (weight is tunewise's: 0 marks an assistant turn as context only).
 MESSAGE_KEYS = {"weight", "reasoning_content", "tool_calls", "tool_call_id", "name"}
-MAX_LINE_BYTES = 64 * 1024 * 1024
-
-
-class DataError(TunewiseError):
-    """One bad line: where it is (path, line), what class of problem (code), and what to do."""
-
-    def __init__(self, path, line: int, code: str, message: str):
-        self.path, self.line, self.code, self.detail = str(path), line, code, message
-        super().__init__(f"{path}:{line}: {message}")
 
 
 @dataclass
 class Example:
     messages: list[dict]
     meta: dict = field(default_factory=dict)
-    line: int = 0
+    line: int = 0  # the line, or for parquet and arrow the row (from 0)
     tools: list | None = None  # function definitions for the chat template (OpenAI's `tools`)
+    path: str = "<data>"
+    unit: str = "line"
+
+    @property
+    def where(self) -> str:
+        return where(self.path, self.line, self.unit)
 
 
-def _raw_lines(handle, path) -> Iterator[tuple[int, bytes | None]]:
-    """Yield (line number, bytes), or (line number, None) for a line over MAX_LINE_BYTES (skipped)."""
-    number = 0
-    while True:
-        raw = handle.readline(MAX_LINE_BYTES)
-        if not raw:
-            return
-        number += 1
-        if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            while (chunk := handle.readline(MAX_LINE_BYTES)) and not chunk.endswith(b"\n"):
-                pass
-            yield number, None
-            continue
-        yield number, raw
+class Reader:
+    """The examples of one file or directory, in data.format or, for `auto`, the format its first
+    record names (then `format` and `detected_at` say which and where)."""
 
+    def __init__(self, path: str | Path, spec: DataSpec | None = None):
+        self.path, self.spec = str(path), spec or DataSpec()
+        self.source: Source = open_source(path)
+        only = self.spec.formats()  # data.format, or the one format whose fields data.columns names
+        self.format = only[0] if len(only) == 1 else None
+        self.detected_at: str | None = None
+        self._convert = Convert(self.spec, self.source.columnar)
 
-def iter_records(path: str | Path) -> Iterator[tuple[int, object | DataError]]:
-    """Yield (line number, parsed JSON or the DataError for that line) for every non-blank line."""
-    path = Path(path)
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        raise TunewiseError(f"data file not found: {path}") from None
-    except IsADirectoryError:
-        raise TunewiseError(f"{path} is a directory, not a JSONL file") from None
-    except OSError as e:
-        raise TunewiseError(f"cannot read data file {path}: {e.strerror}") from None
-    with handle:
-        for number, raw in _raw_lines(handle, path):
-            if raw is None:
-                yield number, DataError(path, number, "line-too-long", f"line longer than {MAX_LINE_BYTES >> 20} MB")
-                continue
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield number, DataError(path, number, "not-utf8",
-                                        f"not UTF-8 (byte {e.start + 1} of the line); re-save the file as UTF-8")
-                continue
-            if not text.strip():
+    def describe(self) -> str:
+        """One line for the user: the format and how it was chosen."""
+        if self.spec.format != "auto":
+            return f"{self.path}: format {self.format} (data.format)"
+        if self.detected_at is None and self.format:
+            return f"{self.path}: format {self.format} (the one whose fields data.columns names)"
+        if self.format is None:
+            return f"{self.path}: format not detected (no record names one)"
+        return f"{self.path}: format {self.format} (detected from {self.detected_at})"
+
+    def __iter__(self) -> Iterator[Example | DataError]:
+        for path, number, record in records(self.source):
+            if isinstance(record, DataError):
+                yield record
                 continue
             try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as e:
-                yield number, DataError(path, number, "invalid-json", f"invalid JSON: {e.msg} at column {e.colno}")
-            except RecursionError:
-                yield number, DataError(path, number, "invalid-json", "JSON nested too deeply")
+                yield self._example(record, path, number)
+            except DataError as e:
+                yield e
+
+    def _example(self, record: object, path: str, number: int) -> Example:
+        unit = self.source.unit
+        if not isinstance(record, dict):
+            return to_example(record, path, number, unit=unit)  # refused: not an object
+        fmt = self.format or detect(record, self.spec)
+        if fmt is None:
+            raise DataError(path, number, "unknown-format", unknown_format(record), unit)
+        if self.format is None:
+            self.format = fmt  # said as `line 3`, or `FILE row 3` inside a directory of parquet files
+            self.detected_at = f"{unit} {number}" if path == self.path else where(path, number, unit)
+        if fmt in ("messages", "prompt_completion") and not (self.spec.columns or self.spec.roles
+                                                             or self.source.columnar):
+            return to_example(record, path, number)  # tunewise's own JSONL: validated as written
+
+        def fail(code: str, message: str):
+            raise DataError(path, number, code, message, unit)
+
+        converted, names = self._convert(fmt, record, fail)
+        return to_example(converted, path, number, names, unit)
 
 
-def to_example(obj: object, path: str | Path = "<data>", line: int = 0) -> Example:
-    """Validate one parsed line and normalise prompt/completion into messages; raise DataError."""
+def to_example(obj: object, path: str | Path = "<data>", line: int = 0, names: list[str] | None = None,
+               unit: str = "line") -> Example:
+    """Validate one record of tunewise's own shapes and normalise prompt/completion into messages;
+    raise DataError. `names[i]` is what message i is called in the user's file (default messages[i])."""
 
     def fail(code: str, message: str):
-        raise DataError(path, line, code, message)
+        raise DataError(path, line, code, message, unit)
 
     if not isinstance(obj, dict):
         fail("not-object", f"expected a JSON object, got {type(obj).__name__}")
@@ -108,11 +112,12 @@ def to_example(obj: object, path: str | Path = "<data>", line: int = 0) -> Examp
         messages = obj["messages"]
     else:
         fail("missing-messages", "missing 'messages' (chat format) or 'prompt'/'completion'")
-    _check_messages(messages, fail)
+    _check_messages(messages, fail, names)
     tools = obj.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         fail("bad-tools", "'tools' must be a list of objects (function definitions)")
-    return Example(messages=[_template_message(m) for m in messages], meta=meta, line=line, tools=tools or None)
+    return Example(messages=[_template_message(m) for m in messages], meta=meta, line=line, tools=tools or None,
+                   path=str(path), unit=unit)
 
 
 def _template_message(m: dict) -> dict:
@@ -123,15 +128,15 @@ def _template_message(m: dict) -> dict:
     return out
 
 
-def _check_messages(messages: object, fail) -> None:
+def _check_messages(messages: object, fail, names: list[str] | None = None) -> None:
     if not isinstance(messages, list):
         fail("messages-not-list", f"'messages' must be a list, got {type(messages).__name__}")
     if not messages:
         fail("empty-messages", "'messages' is empty")
     for i, m in enumerate(messages):
-        at = f"messages[{i}]"
+        at = names[i] if names and i < len(names) else f"messages[{i}]"
         if not isinstance(m, dict):
-            fail("message-not-object", f"{at} is not an object")
+            fail("message-not-object", f"{at} is {'null' if m is None else 'not an object'}")
         role = m.get("role")
         if role is None:
             fail("missing-role", f"{at} has no 'role'")
@@ -178,21 +183,14 @@ def _check_extras(m: dict, role: str, at: str, fail) -> None:
         fail("bad-reasoning", f"{at}: 'reasoning_content' must be a string, on assistant messages only")
 
 
-def iter_examples(path: str | Path) -> Iterator[Example | DataError]:
-    """Every line as an Example or as its DataError (the doctor collects; loaders raise)."""
-    for number, obj in iter_records(path):
-        if isinstance(obj, DataError):
-            yield obj
-            continue
-        try:
-            yield to_example(obj, path, number)
-        except DataError as e:
-            yield e
+def iter_examples(path: str | Path, spec: DataSpec | None = None) -> Iterator[Example | DataError]:
+    """Every record as an Example or as its DataError (the doctor collects; loaders raise)."""
+    return iter(Reader(path, spec))
 
 
-def load_examples(path: str | Path) -> list[Example]:
+def load_examples(path: str | Path, spec: DataSpec | None = None) -> list[Example]:
     examples = []
-    for item in iter_examples(path):
+    for item in iter_examples(path, spec):
         if isinstance(item, DataError):
             raise item
         examples.append(item)

@@ -116,7 +116,8 @@ def encode_all(tokenizer, examples: list[Example], max_seq_len: int, source: str
     out = []
     for ex in examples:
         kept = 0
-        for enc in encode(tokenizer, ex, max_seq_len, f"{source}:{ex.line}", options):
+        where = ex.where if ex.path != "<data>" else f"{source}:{ex.line}"  # generated examples have no file
+        for enc in encode(tokenizer, ex, max_seq_len, where, options):
             stats.truncated += enc.truncated
             stats.lost_trained_tokens += enc.lost_trained_tokens
             if enc.n_trained == 0:

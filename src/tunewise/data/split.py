@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..errors import TunewiseError
 from ..files import write_atomic
-from .load import Example
+from .convert import canonical, read_all, refuse_overwrite
+from .load import DataSpec, Example
+from .sources import open_source
 
 
 def split_indices(n: int, sizes: list[int], seed: int) -> list[list[int]]:
@@ -37,22 +39,18 @@ def replay_count(n_train: int, fraction: float) -> int:
 
 
 def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed: int,
-               out: str | Path) -> dict[str, int]:
+               out: str | Path, spec: DataSpec | None = None) -> dict[str, int]:
+    """JSON Lines are split line by line, copied byte for byte; other inputs (a JSON array, parquet, a
+    datasets directory) are read in their format and written as tunewise's JSONL (data convert)."""
     path = Path(path)
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise TunewiseError(f"data file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise TunewiseError(f"{path}: not UTF-8; run `tunewise data check {path}` for the line") from None
     if val_fraction + test_fraction >= 1:
         raise TunewiseError("--val-fraction plus --test-fraction must be below 1")
+    lines = _lines(path) if open_source(path).is_jsonl else [canonical(e) for e in read_all(path, spec)[0]]
     n_val, n_test = round(len(lines) * val_fraction), round(len(lines) * test_fraction)
     val, test, train = split_indices(len(lines), [n_val, n_test], seed)
     parts = {name: [lines[i] for i in part] for name, part in (("val", val), ("test", test), ("train", train))}
     out = Path(out)
-    if any((out / f"{name}.jsonl").resolve() == path.resolve() for name in parts):
-        raise TunewiseError(f"--out {out} would overwrite the input file {path}")
+    refuse_overwrite(path, [out / f"{name}.jsonl" for name in parts])
     counts = {}
     for name, rows in parts.items():
         if name == "test" and not test_fraction:
@@ -60,3 +58,10 @@ def split_file(path: str | Path, val_fraction: float, test_fraction: float, seed
         write_atomic(out / f"{name}.jsonl", "".join(r + "\n" for r in rows))
         counts[name] = len(rows)
     return counts
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise TunewiseError(f"{path}: not UTF-8; run `tunewise data check {path}` for the line") from None

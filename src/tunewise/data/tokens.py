@@ -7,7 +7,7 @@ from array import array
 from dataclasses import dataclass, field
 
 from ..errors import TunewiseError
-from .load import DataError, iter_examples
+from .load import DataError, DataSpec, iter_examples
 from .masking import IGNORE, encode
 from .targets import TargetOptions
 from .template import TemplateCheckError, require_template
@@ -21,11 +21,11 @@ class _Totals:
     truncated: int = 0
     lost: int = 0
     trained: int = 0
-    eos_missing_line: int | None = None
+    eos_missing_line: tuple | None = None  # (file, line, unit) of the first such example
 
 
 def token_checks(path: str, tokenizer, max_seq_len: int | None, report,
-                 options: TargetOptions = TargetOptions()) -> None:
+                 options: TargetOptions = TargetOptions(), spec: DataSpec | None = None) -> None:
     try:
         require_template(tokenizer)
     except TunewiseError as e:
@@ -33,28 +33,29 @@ def token_checks(path: str, tokenizer, max_seq_len: int | None, report,
         return
     ends = options.stops(tokenizer)
     totals = _Totals()
-    for ex in iter_examples(path):
+    for ex in iter_examples(path, spec):
         if isinstance(ex, DataError):
             continue  # already reported by the scan
         try:
-            sequences = encode(tokenizer, ex, max_seq_len or 10**9, f"{path}:{ex.line}", options)
+            sequences = encode(tokenizer, ex, max_seq_len or 10**9, ex.where, options)
         except TemplateCheckError as e:
-            report.add("error", e.code, str(e).split(": ", 1)[-1], path, ex.line)
+            report.add("error", e.code, str(e).split(": ", 1)[-1], ex.path, ex.line, ex.unit)
             continue
         except TunewiseError as e:
-            report.add("error", "template-error", str(e), path, ex.line)
+            report.add("error", "template-error", str(e), ex.path, ex.line, ex.unit)
             continue
         for enc in sequences:
-            _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals, path, ex.line)
+            _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals, ex)
     if totals.eos_missing_line is not None:
         report.add("error", "end-of-turn-not-trained", "a trained turn does not end with a token that stops "
                    "generation, so the model never learns to stop; set data.end_of_turn to the model's stop token",
-                   path, totals.eos_missing_line)
+                   *totals.eos_missing_line)
     if totals.lengths:
         _length_stats(path, totals, max_seq_len, report)
 
 
-def _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals: _Totals, path, line) -> None:
+def _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals: _Totals, ex) -> None:
+    at = (ex.path, ex.line, ex.unit)
     totals.lengths.append(len(enc.input_ids) + enc.overflow)
     trained = enc.n_trained
     totals.trained += trained
@@ -63,17 +64,17 @@ def _sequence_checks(enc, tokenizer, max_seq_len, ends, report, totals: _Totals,
         totals.truncated += 1
         totals.lost += enc.lost_trained_tokens
         report.add("warning", "truncated", f"longer than max_seq_len={max_seq_len}: "
-                   f"{enc.lost_trained_tokens} assistant tokens would be cut", path, line)
+                   f"{enc.lost_trained_tokens} assistant tokens would be cut", *at)
     if trained == 0:
         report.add("error", "no-trained-tokens", "no assistant tokens left to train on"
-                   + (f" within max_seq_len={max_seq_len}" if max_seq_len else ""), path, line)
+                   + (f" within max_seq_len={max_seq_len}" if max_seq_len else ""), *at)
     bos = tokenizer.bos_token_id
     if bos is not None and enc.input_ids[:2] == [bos, bos]:
-        report.add("error", "double-bos", "the rendered text starts with two BOS tokens", path, line)
+        report.add("error", "double-bos", "the rendered text starts with two BOS tokens", *at)
     if not enc.truncated and trained and totals.eos_missing_line is None and not _turns_end_in_loss(enc, ends):
-        totals.eos_missing_line = line
+        totals.eos_missing_line = at
     if report.preview is None:
-        report.preview = _preview(tokenizer, enc, path, line)
+        report.preview = _preview(tokenizer, enc, ex)
 
 
 def _turns_end_in_loss(enc, ends: set[int]) -> bool:
@@ -97,7 +98,7 @@ def _length_stats(path, totals: _Totals, max_seq_len, report) -> None:
     }
 
 
-def _preview(tokenizer, enc, path, line) -> dict:
+def _preview(tokenizer, enc, ex) -> dict:
     pieces = []
     for token, label in zip(enc.input_ids, enc.labels):
         text = tokenizer.decode([token], skip_special_tokens=False)
@@ -105,4 +106,5 @@ def _preview(tokenizer, enc, path, line) -> dict:
             pieces[-1][0] += text
         else:
             pieces.append([text, label != IGNORE])
-    return {"file": path, "line": line, "pieces": [{"text": t, "trained": bool(tr)} for t, tr in pieces]}
+    return {"file": ex.path, "line": ex.line, "where": ex.where,
+            "pieces": [{"text": t, "trained": bool(tr)} for t, tr in pieces]}

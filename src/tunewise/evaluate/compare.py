@@ -66,7 +66,7 @@ def compare(run_dir: str | Path, data_path: str | Path, metric_name: str, max_ne
     references = [e.messages[-1]["content"] for e in examples]
     for e, ref in zip(examples, references):
         if not isinstance(ref, str):
-            raise TunewiseError(f"{data_path}:{e.line}: the last assistant message has no text content (a tool "
+            raise TunewiseError(f"{e.where}: the last assistant message has no text content (a tool "
                                 "call?); evaluation compares the answer's text with the metric")
     options = forgetting or ForgettingOptions()
     _check_references_first(metric, examples, references, data_path, run_dir, options)

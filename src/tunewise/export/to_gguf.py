@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.formats import spec_of
 from ..data.load import load_examples
 from ..errors import TunewiseError
 from ..evaluate.compare import load_run_config
@@ -44,10 +45,10 @@ def modelfile_path(gguf_path: Path) -> Path:
 def data_system_prompt(run_dir: Path) -> str | None:
     """The system prompt every training example shared, if they shared one."""
     config = load_run_config(run_dir)
-    if not Path(config.data.train).is_file():  # moved since training: then there is nothing to carry over
+    if not Path(config.data.train).exists():  # moved since training: then there is nothing to carry over
         return None
     systems = {next((m["content"] for m in e.messages if m["role"] == "system"), None)
-               for e in load_examples(config.data.train)}
+               for e in load_examples(config.data.train, spec_of(config.data))}
     return systems.pop() if len(systems) == 1 else None
 
 

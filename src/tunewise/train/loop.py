@@ -25,6 +25,7 @@ from rich.text import Text
 from ..config import Config
 from ..data.batching import count_trained, micro_batches, step_indices
 from . import checkpoint as ckpt
+from . import trackers
 from .curves import plot_losses
 from .distributed import MicroBatch, all_sum, rank_micro_batches, rng_states
 from .guards import OverfitWatch, SpikeGuard, check_finite
@@ -49,6 +50,15 @@ class TrainResult:
 def train(config: Config, resume: bool = False, console: Console | None = None, device: str = "auto") -> TrainResult:
     started = time.time()
     s = start_run(config, resume, console or Console(), device)
+    try:
+        return _steps(s, started)
+    finally:  # a stopped run's tracker runs are closed too (TensorBoard flushed, the MLflow run ended)
+        trackers.finish(s.accelerator)
+
+
+def _steps(s: Session, started: float) -> TrainResult:
+    """Every step from the session's to the end, with evaluations, checkpoints and the guards."""
+    config = s.config
     console, tc, stopper, step = s.console, config.train, s.stopper, s.step
     trained_tokens, stopped_early = 0, False
     spikes, overfit = SpikeGuard(), OverfitWatch()

@@ -10,6 +10,7 @@ from importlib import metadata
 from ..config import Config, dump_config
 from ..files import write_atomic
 from ..rundir import RunDir
+from .trackers import values
 
 PACKAGES = ("tunewise", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "safetensors")
 
@@ -31,6 +32,7 @@ class RunLog:
         self.run = run
         self.metrics_path = run.metrics
         self.writes = writes
+        self.tracker = None  # the Accelerator whose trackers (train.report_to) get each event's numbers
 
     def write_config(self, config: Config) -> None:
         if self.writes:
@@ -53,6 +55,9 @@ class RunLog:
         event.setdefault("time", round(time.time(), 3))
         with self.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(event) + "\n")
+        numbers = values(event) if self.tracker is not None else None
+        if numbers:
+            self.tracker.log(numbers, step=event["step"])
 
     def read_events(self) -> list[dict]:
         """Every complete event; a line cut short by a kill mid-write is skipped."""

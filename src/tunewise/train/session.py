@@ -19,11 +19,12 @@ from ..data.batching import steps_per_epoch
 from ..data.template import template_hash
 from ..device import compute_dtype, needs_grad_scaler, pick_device
 from ..errors import TunewiseError
-from ..files import file_sha256, hold_lock
+from ..files import hold_lock, tree_sha256
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import add_lora, load_lora
 from ..rundir import RunDir
 from . import checkpoint as ckpt
+from . import trackers
 from .distributed import Ranks, all_min, launch_ranks, restore_rng, wrap_loss
 from .early_stop import EarlyStopping
 from .memory import release_freed_memory
@@ -70,8 +71,9 @@ class Session:
 
 def start_run(config: Config, resume: bool, console: Console, device_choice: str = "auto") -> Session:
     run = RunDir(config.output_dir)
+    trackers.check_installed(config.train.report_to)  # refused before anything is loaded
     device = pick_device(device_choice)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    accelerator = Accelerator(cpu=device.type == "cpu", **trackers.accelerator_options(config, run))
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
     _check_run_dir(run, resume)
@@ -114,6 +116,8 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
     session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
+    trackers.start(accelerator, config, run)  # last: a run refused above leaves no tracker runs behind
+    session.log.tracker = accelerator if config.train.report_to else None
     return session
 
 
@@ -147,7 +151,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
     s.log.write_config(config)
     s.log.write_manifest(
         model=config.model.name, model_source=source, chat_template_sha256=template_hash(tokenizer),
-        data={k: {"path": p, "sha256": file_sha256(p)} for k, p in
+        data={k: {"path": p, "sha256": tree_sha256(p)} for k, p in
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
         speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..data.batching import AUTO_TOKEN_BUDGET
 from ..data.doctor import check
+from ..data.formats import spec_of
 from ..data.load import load_examples
 from ..data.masking import Encoded, EncodeStats, encode_all
 from ..data.split import split_examples
@@ -32,16 +33,18 @@ class Datasets:
 def doctor_gate(config: Config, tokenizer, options: TargetOptions) -> list[str]:
     """The data doctor's checks at the start of training: errors refuse the run, warnings are shown."""
     data = config.data
-    report = check(data.train, data.val, tokenizer, data.max_seq_len, data.allow_small, options)
+    report = check(data.train, data.val, tokenizer, data.max_seq_len, data.allow_small, options, spec_of(data))
     errors = [f"{f.where()}{f.message}" for f in report.findings if f.level == "error"]
     if errors:
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... {report.errors - 10} more" if report.errors > 10 else ""
         raise TunewiseError(f"the data check found {report.errors} errors:\n  {shown}{more}\n"
-                            f"run `tunewise data check {data.train} --model {config.model.name}` for the full report")
+                            f"run `tunewise data check {data.train}{spec_of(data).cli_flags()} --model "
+                            f"{config.model.name}` for the full report")
     warnings = [f for f in report.findings if f.level == "warning" and f.code != "truncated"]
-    notes = [f"warning: {f.where()}{f.message}" for f in warnings[:5]]
-    if report.warnings > len(notes):
+    notes = [f["described"] for f in report.stats.get("format", {}).values()]
+    notes += [f"warning: {f.where()}{f.message}" for f in warnings[:5]]
+    if report.warnings > min(len(warnings), 5):
         notes.append(f"({report.warnings} data warnings in all; `tunewise data check` lists them)")
     return notes
 
@@ -51,9 +54,10 @@ def prepare_data(config: Config, tokenizer, source: str | None = None) -> Datase
     data = config.data
     options = target_options(tokenizer, source, data.fold_system_prompt, data.end_of_turn)
     notes = doctor_gate(config, tokenizer, options)
-    train = load_examples(data.train)
+    spec = spec_of(data)
+    train = load_examples(data.train, spec)
     if data.val:
-        val = load_examples(data.val)
+        val = load_examples(data.val, spec)
     else:
         fraction = data.val_fraction or DEFAULT_VAL_FRACTION
         if data.val_fraction is None:
