@@ -138,6 +138,71 @@ def test_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
         assert all(torch.equal(a[k], b[k]) for k in a), sub
 
 
+def test_fsdp_trains_the_adapter_one_process_trains_on_half_the_weights_each(setup):
+    """train.strategy=fsdp on 2 processes: every weight (frozen base too) split over the ranks, 8 steps with
+    dropout 0 give the single-process adapter, written whole by rank 0 as a plain PEFT adapter."""
+    out = setup.root / "fsdp-bytes"
+    out.mkdir()
+    run(TORCHRUN + [str(LAUNCHED / "fsdp_bytes.py"), str(setup.config("fsdp-b", strategy="fsdp")), str(out)],
+        setup.root)
+    held = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    whole = held[0]["model_bytes"]
+    assert all(abs(h["rank_bytes"] / whole - 0.5) < 0.01 for h in held), held  # about half each
+    assert held[0]["rank_bytes"] + held[1]["rank_bytes"] == whole
+
+    run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("fsdp", strategy="fsdp"))], setup.root)
+    if not (setup.root / "one").exists():
+        run([sys.executable, "-m", "tunewise.cli", "train", str(setup.config("one"))], setup.root)
+    one, two = adapter(setup.root / "one"), adapter(setup.root / "fsdp")
+    assert set(one) == set(two)
+    relative = max(((two[k] - one[k]).norm() / one[k].norm()).item() for k in one)
+    assert relative <= 1e-5, relative
+    manifest = json.loads((setup.root / "fsdp" / "manifest.json").read_text())
+    assert (manifest["strategy"], manifest["world_size"]) == ("fsdp", 2)
+
+
+def test_fsdp_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
+    """Each rank's optimizer shard is in the checkpoint: the resumed run continues exactly. At another
+    process count the shards cannot be loaded: refused with one message, printed once."""
+    settings = dict(strategy="fsdp", dropout=0.1, max_steps=12)
+    run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("fsdp-whole", **settings))], setup.root)
+    killed = setup.config("fsdp-killed", **settings)
+    kill_rank_1_after_a_checkpoint(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed)],
+                                   setup.root / "fsdp-killed", last="step-12")
+    one = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    refused = subprocess.run(one + ["-m", "tunewise.cli", "train", str(killed), "--resume"], cwd=setup.root,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "written by 2 process(es) under train.strategy fsdp" in refused.stderr, refused.stderr[-2000:]
+    shards = sorted(p.name for p in ckpt_dir(setup.root / "fsdp-killed").glob("optimizer-rank-*.pt"))
+    assert shards == ["optimizer-rank-0.pt", "optimizer-rank-1.pt"]
+    resumed = run(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed), "--resume"], setup.root)
+    assert "resumed from" in resumed.stdout
+    for sub in ("adapter", "checkpoints/step-12"):
+        a, b = adapter(setup.root / "fsdp-whole", sub), adapter(setup.root / "fsdp-killed", sub)
+        assert all(torch.equal(a[k], b[k]) for k in a), sub
+
+
+def ckpt_dir(run_dir: Path) -> Path:
+    return max((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def kill_rank_1_after_a_checkpoint(command: list[str], run_dir: Path, last: str) -> None:
+    launcher = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = run_dir / "checkpoints" / "step-2" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.02)
+    rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+    assert rank1, "no rank 1 to kill"
+    os.kill(rank1[0].pid, signal.SIGKILL)
+    launcher.wait(timeout=120)
+    assert launcher.returncode != 0
+    done = {p.name for p in (run_dir / "checkpoints").glob("step-*")}
+    assert done and last not in done, "the kill came too late to test anything"
+
+
 def fake_accelerator(world: int, engine=DistributedType.MULTI_GPU, rank: int = 0):
     return SimpleNamespace(num_processes=world, process_index=rank, distributed_type=engine)
 

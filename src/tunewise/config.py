@@ -93,6 +93,9 @@ class TrainConfig(_Strict):
     early_stopping_patience: int | None = Field(3, ge=1)
     gradient_checkpointing: bool = False
     seed: int = 0
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """In a launch of several processes: ddp (a whole model on each) or fsdp (weights, frozen base
+    included, sharded over the processes; train/fsdp.py). One process ignores it."""
 
     @model_validator(mode="after")
     def _micro_batch_fits(self) -> "TrainConfig":

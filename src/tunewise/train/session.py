@@ -5,6 +5,7 @@ records written. `train()` in loop.py then only steps."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -37,7 +38,7 @@ from .setup import Datasets, micro_batch_budget, prepare_data
 from .warm_start import check_parent, find_parent
 
 # Settings a checkpoint's adapter cannot be loaded under: resuming with another value is refused.
-FIXED_ON_RESUME = ("model.name", "model.quantization", "lora.r", "lora.target_modules")
+FIXED_ON_RESUME = ("model.name", "model.quantization", "lora.r", "lora.target_modules", "train.strategy")
 
 
 @dataclass
@@ -75,16 +76,21 @@ class Session:
 def start_run(config: Config, resume: bool, console: Console, device_choice: str = "auto") -> Session:
     run = RunDir(config.output_dir)
     device = pick_device(device_choice)
-    accelerator = Accelerator(cpu=device.type == "cpu")
+    # mixed_precision "no", whatever the accelerate config says: model.dtype sets the precision, and an
+    # fp16 config would have accelerate scale the loss with a GradScaler this loop never unscales
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
+    precision_note = _accelerate_precision_note(config)
     _check_run_dir(run, resume)
     changes = _config_changes(run, config) if resume else None  # before any weight is loaded
     dtype, dtype_note = compute_dtype(config.model.dtype, device)
+    _check_sharding(ranks, config, dtype)
     lock = _claim(run, ranks)
     set_seed(config.train.seed)  # the same on every rank: the adapters start identical
-    if dtype_note:
-        console.print(Text.assemble(("note: ", "yellow"), dtype_note))
+    for note in (dtype_note, precision_note):
+        if note:
+            console.print(Text.assemble(("note: ", "yellow"), note))
 
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
@@ -97,7 +103,8 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
         console.print(line)
     model, packed, speed_record = _model(config, source, dtype, accelerator.device, console, parent)
     data, replay_record = mix_replay(config, data, model, tokenizer, source, console)  # data.replay
-    forward = wrap_loss(accelerator, model)
+    resume_from = _resume_weights(run, model, ranks) if resume else None  # before FSDP shards the weights
+    forward = wrap_loss(accelerator, model, ranks)
     if ranks.rank:  # each rank draws its own dropout masks
         set_seed(config.train.seed + ranks.rank)
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
@@ -114,13 +121,32 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
                       EarlyStopping(tc.early_stopping_patience), RunLog(run, writes=ranks.main), ranks, forward,
                       lock, console, dtype, torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None)
     if resume:
-        session.step = _resume(session, console)
+        session.step = _resume(session, resume_from, console)
     if changes:  # shown, not logged as an event: metrics.jsonl keeps reading like one run
         console.print(Text.assemble(("warning: ", "yellow"), changes))
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
     session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
     return session
+
+
+def _accelerate_precision_note(config: Config) -> str | None:
+    """accelerate's mixed precision from its config or `--mixed_precision`, which tunewise sets aside."""
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if asked == "no":
+        return None
+    return (f"accelerate's mixed_precision {asked} is not used: model.dtype ({config.model.dtype}) sets the "
+            "precision, and a float16 model gets tunewise's own gradient scaler")
+
+
+def _check_sharding(ranks: Ranks, config: Config, dtype: str) -> None:
+    """What FSDP cannot take here, refused before any weight is loaded."""
+    if not ranks.sharded:
+        return
+    if dtype == "float16":
+        raise TunewiseError("train.strategy fsdp with model.dtype float16 (a GPU without bfloat16) is not supported: "
+                            "the float16 gradient scaler is not verified on sharded gradients. Use "
+                            "model.dtype=float32, or train.strategy=ddp")
 
 
 def _claim(run: RunDir, ranks: Ranks):
@@ -158,7 +184,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
         speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,
-        world_size=s.ranks.world, engine=s.ranks.engine,
+        world_size=s.ranks.world, engine=s.ranks.engine, strategy=s.ranks.strategy,
     )
 
 
@@ -189,11 +215,18 @@ def _config_changes(run: RunDir, config: Config) -> str | None:
         f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed)
 
 
-def _resume(s: Session, console: Console) -> int:
-    path = ckpt.latest_checkpoint(s.run)
+def _resume_weights(run: RunDir, model, ranks: Ranks):
+    """The checkpoint to resume from, its adapter weights loaded into the unsharded model."""
+    path = ckpt.latest_checkpoint(run)
     if path is None:
-        raise TunewiseError(f"--resume: no complete checkpoint under {s.run.checkpoints}")
-    meta, rng = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.scaler)
+        raise TunewiseError(f"--resume: no complete checkpoint under {run.checkpoints}")
+    ckpt.check_launch(path, ranks)
+    ckpt.load_adapter_weights(path, model)
+    return path
+
+
+def _resume(s: Session, path, console: Console) -> int:
+    meta, rng = ckpt.load_checkpoint(path, s.optimizer, s.scheduler, s.scaler, s.ranks)
     note = restore_rng(rng, s.ranks, s.device)
     if note:
         console.print(Text.assemble(("note: ", "yellow"), note))
