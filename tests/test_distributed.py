@@ -183,6 +183,14 @@ def test_fsdp_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
         assert all(torch.equal(a[k], b[k]) for k in a), sub
 
 
+def test_a_refusal_every_rank_raises_is_printed_once(setup):
+    """Both ranks refuse the batch size; rank 0 alone says so, and the launch fails."""
+    proc = subprocess.run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("odd", batch_size=3))],
+                          cwd=setup.root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("train.batch_size 3 does not divide among the 2 processes") == 1, proc.stderr[-3000:]
+
+
 def ckpt_dir(run_dir: Path) -> Path:
     return max((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 

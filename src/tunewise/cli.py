@@ -474,8 +474,11 @@ def main() -> None:
     try:
         app()
     except TunewiseError as e:
-        # escaped: messages quote model and user text ("[/INST]", token id lists) that is not markup
-        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
+        # In a launch of several processes every rank reads the same config, data and checkpoints and
+        # raises the same refusal: rank 0 says it once (the others still exit non-zero)
+        if os.environ.get("RANK", "0").strip() in ("", "0"):
+            # escaped: messages quote model and user text ("[/INST]", token id lists) that is not markup
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         sys.exit(1)
     except OSError as e:  # a full disk or a vanished file mid-run: say what and where, no traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
