@@ -44,10 +44,10 @@ def setup(tmp_path_factory, chatml_tokenizer, write_tiny_model, sql_example, wri
     write_jsonl(root / "train.jsonl", [sql_example(i, turns=1 + i % 3) for i in range(60)])
     write_jsonl(root / "val.jsonl", [sql_example(200 + i) for i in range(7)])  # 7: ranks get 4 and 3
 
-    def config(name: str, dropout: float = 0.0, **train) -> Path:
+    def config(name: str, dropout: float = 0.0, quantization: str = "none", **train) -> Path:
         settings = {"batch_size": 4, "micro_batch_size": 1, "max_steps": 8, "save_every": 2, "eval_every": 4,
                     "lr": 3e-3, "early_stopping_patience": None, **train}
-        body = {"model": {"name": str(model), "dtype": "float32"},
+        body = {"model": {"name": str(model), "dtype": "float32", "quantization": quantization},
                 "lora": {"r": 4, "alpha": 8, "dropout": dropout},
                 "data": {"train": str(root / "train.jsonl"), "val": str(root / "val.jsonl"), "max_seq_len": 128},
                 "train": settings, "output_dir": str(root / name)}
@@ -138,17 +138,23 @@ def test_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
         assert all(torch.equal(a[k], b[k]) for k in a), sub
 
 
-def test_fsdp_trains_the_adapter_one_process_trains_on_half_the_weights_each(setup):
-    """train.strategy=fsdp on 2 processes: every weight (frozen base too) split over the ranks, 8 steps with
-    dropout 0 give the single-process adapter, written whole by rank 0 as a plain PEFT adapter."""
-    out = setup.root / "fsdp-bytes"
+def held_bytes(setup, name: str, **settings) -> list[dict]:
+    """Each rank's parameter bytes (and the whole model's) at the start of an FSDP run."""
+    out = setup.root / f"{name}-bytes"
     out.mkdir()
-    run(TORCHRUN + [str(LAUNCHED / "fsdp_bytes.py"), str(setup.config("fsdp-b", strategy="fsdp")), str(out)],
+    run(TORCHRUN + [str(LAUNCHED / "fsdp_bytes.py"), str(setup.config(name, strategy="fsdp", **settings)), str(out)],
         setup.root)
     held = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
     whole = held[0]["model_bytes"]
     assert all(abs(h["rank_bytes"] / whole - 0.5) < 0.01 for h in held), held  # about half each
     assert held[0]["rank_bytes"] + held[1]["rank_bytes"] == whole
+    return held
+
+
+def test_fsdp_trains_the_adapter_one_process_trains_on_half_the_weights_each(setup):
+    """train.strategy=fsdp on 2 processes: every weight (frozen base too) split over the ranks, 8 steps with
+    dropout 0 give the single-process adapter, written whole by rank 0 as a plain PEFT adapter."""
+    held_bytes(setup, "fsdp-b")
 
     run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("fsdp", strategy="fsdp"))], setup.root)
     if not (setup.root / "one").exists():
@@ -159,6 +165,20 @@ def test_fsdp_trains_the_adapter_one_process_trains_on_half_the_weights_each(set
     assert relative <= 1e-5, relative
     manifest = json.loads((setup.root / "fsdp" / "manifest.json").read_text())
     assert (manifest["strategy"], manifest["world_size"]) == ("fsdp", 2)
+
+
+def test_fsdp_trains_the_qlora_adapter_one_process_trains(setup):
+    """QLoRA under FSDP: 4-bit weights stored in the compute dtype (float32 here), sharded like the rest;
+    8 steps give the single-process QLoRA adapter."""
+    held = held_bytes(setup, "q-fsdp-b", quantization="nf4")
+    assert held[0]["linear_4bit"] == 4 * 7  # every projection of the 4 layers is 4-bit, and sharded
+    run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("q-fsdp", quantization="nf4", strategy="fsdp"))],
+        setup.root)
+    run([sys.executable, "-m", "tunewise.cli", "train", str(setup.config("q-one", quantization="nf4"))], setup.root)
+    one, two = adapter(setup.root / "q-one"), adapter(setup.root / "q-fsdp")
+    assert set(one) == set(two)
+    relative = max(((two[k] - one[k]).norm() / one[k].norm()).item() for k in one)
+    assert relative <= 1e-5, relative
 
 
 def test_fsdp_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
