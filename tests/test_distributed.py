@@ -244,12 +244,15 @@ def test_launch_refusals_name_what_to_change(monkeypatch):
         launch_ranks(fake_accelerator(4), config(6))
     with pytest.raises(TunewiseError, match=r"distributed_type DEEPSPEED.*not supported"):
         launch_ranks(fake_accelerator(2, DistributedType.DEEPSPEED), config())
-    with pytest.raises(TunewiseError, match=r"distributed_type FSDP.*not supported"):
-        launch_ranks(fake_accelerator(2, DistributedType.FSDP), config())
+    # an accelerate config with an FSDP section: tunewise shards, as with train.strategy=fsdp
+    assert launch_ranks(fake_accelerator(2, DistributedType.FSDP), config()).strategy == "fsdp"
+    fsdp = Config.model_validate({"data": {"train": "x"}, "train": {"strategy": "fsdp"}})
+    assert launch_ranks(fake_accelerator(2, DistributedType.MULTI_CPU), fsdp).strategy == "fsdp"
+    assert launch_ranks(fake_accelerator(1, DistributedType.NO), fsdp).strategy == "none"  # one process: no sharding
     monkeypatch.setenv("WORLD_SIZE", "2")  # launched as 2, but accelerate joined nothing up
     with pytest.raises(TunewiseError, match=r"2 processes were launched.*each would train alone"):
         launch_ranks(fake_accelerator(1, DistributedType.NO), config())
-    assert launch_ranks(fake_accelerator(2, rank=1), config()) == Ranks(1, 2, "MULTI_GPU")
+    assert launch_ranks(fake_accelerator(2, rank=1), config()) == Ranks(1, 2, "MULTI_GPU", "ddp")
 
 
 @pytest.mark.parametrize("micro", ["auto", 1, 2])
@@ -305,3 +308,23 @@ def test_single_process_commands_refuse_a_launch_of_several(monkeypatch, tmp_pat
     monkeypatch.setenv("WORLD_SIZE", "1")
     result = CliRunner().invoke(app, ["merge", str(tmp_path), "--out", str(tmp_path / "m")])
     assert isinstance(result.exception, TunewiseError) and "not a tunewise run directory" in str(result.exception)
+
+
+def test_accelerate_mixed_precision_is_set_aside_and_fp16_fsdp_refused(monkeypatch):
+    """An accelerate config's fp16 would scale the loss with accelerate's own GradScaler, never unscaled
+    here: the Accelerator is built with mixed_precision "no", and a note says so."""
+    from accelerate.state import AcceleratorState
+
+    from tunewise.train.session import _accelerate_precision_note, _check_sharding, make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    AcceleratorState._reset_state(True)
+    try:
+        accelerator = make_accelerator(torch.device("cpu"))
+        assert accelerator.mixed_precision == "no" and accelerator.scaler is None
+    finally:
+        AcceleratorState._reset_state(True)
+    assert "mixed_precision fp16 is not used" in _accelerate_precision_note(config())
+    with pytest.raises(TunewiseError, match=r"train\.strategy fsdp with model\.dtype float16"):
+        _check_sharding(Ranks(0, 2, "MULTI_GPU", "fsdp"), config(), "float16")
+    _check_sharding(Ranks(0, 2, "MULTI_GPU", "ddp"), config(), "float16")  # DDP has its scaler

@@ -201,8 +201,8 @@ def plan_cmd(
     lora_r: int = typer.Option(_default(LoraConfig, "r"), "--lora-r", min=1),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="e.g. 24GB: say whether it fits."),
     gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs in the launch (accelerate launch --num_processes)."),
-    strategy: str = typer.Option("ddp", "--strategy", help="ddp | fsdp, with --gpus above 1 (tunewise train "
-                                 "runs ddp; fsdp is planned only)."),
+    strategy: str = typer.Option("ddp", "--strategy", help="ddp | fsdp, with --gpus above 1 (tunewise train's "
+                                 "train.strategy)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predict peak training memory of one GPU, broken down, and whether it fits."""

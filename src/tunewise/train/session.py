@@ -76,9 +76,7 @@ class Session:
 def start_run(config: Config, resume: bool, console: Console, device_choice: str = "auto") -> Session:
     run = RunDir(config.output_dir)
     device = pick_device(device_choice)
-    # mixed_precision "no", whatever the accelerate config says: model.dtype sets the precision, and an
-    # fp16 config would have accelerate scale the loss with a GradScaler this loop never unscales
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    accelerator = make_accelerator(device)
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
     precision_note = _accelerate_precision_note(config)
@@ -128,6 +126,12 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     _write_records(session, source, tokenizer, speed_record)
     session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
     return session
+
+
+def make_accelerator(device: torch.device) -> Accelerator:
+    """mixed_precision "no", whatever the accelerate config says: model.dtype sets the precision, and an
+    fp16 config would have accelerate scale the loss with a GradScaler this loop never unscales."""
+    return Accelerator(cpu=device.type == "cpu", mixed_precision="no")
 
 
 def _accelerate_precision_note(config: Config) -> str | None:
