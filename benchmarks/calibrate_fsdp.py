@@ -48,7 +48,7 @@ def measure(directory: str, method: str, seq_len: int, batch: int) -> dict:
     from tunewise.train.swiglu import enable_lean_mlp
 
     dist.init_process_group("gloo")
-    model = load_model(directory, "bfloat16", "nf4" if method == "qlora" else "none", "cpu", shardable=True)
+    model = load_model(directory, "bfloat16", "nf4" if method == "qlora" else "none", "cpu")
     keep_training_layout(model)
     packed = enable_packing(model)
     enable_lean_mlp(model)

@@ -168,8 +168,8 @@ def test_fsdp_trains_the_adapter_one_process_trains_on_half_the_weights_each(set
 
 
 def test_fsdp_trains_the_qlora_adapter_one_process_trains(setup):
-    """QLoRA under FSDP: 4-bit weights stored in the compute dtype (float32 here), sharded like the rest;
-    8 steps give the single-process QLoRA adapter."""
+    """QLoRA under FSDP: the packed 4-bit weights (uint8) are sharded like the rest (FSDP2 shards each
+    parameter on its own: no bnb_4bit_quant_storage needed); 8 steps give the single-process QLoRA adapter."""
     held = held_bytes(setup, "q-fsdp-b", quantization="nf4")
     assert held[0]["linear_4bit"] == 4 * 7  # every projection of the 4 layers is 4-bit, and sharded
     run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("q-fsdp", quantization="nf4", strategy="fsdp"))],

@@ -120,15 +120,14 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
 
 
 def load_model(source: str, dtype: str = "bfloat16", quantization: str = "none", device=None,
-               trust_remote_code: bool = False, shardable: bool = False):
-    """`shardable`: 4-bit weights stored so that FSDP can shard them (model/quant.nf4_config)."""
+               trust_remote_code: bool = False):
     where = torch.device(device or "cpu")
     dtype = compute_dtype(dtype, where)[0]  # bfloat16 -> float16 on a GPU without it (device.py)
     # device_map: weights load straight onto the device, never a full host copy first
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "use_safetensors": True,
               "device_map": {"": str(where)}}
     if quantization == "nf4":
-        kwargs["quantization_config"] = nf4_config(DTYPES[dtype], shardable)
+        kwargs["quantization_config"] = nf4_config(DTYPES[dtype])
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as e:

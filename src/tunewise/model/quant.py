@@ -7,18 +7,13 @@ import torch
 from transformers import BitsAndBytesConfig
 
 
-def nf4_config(compute_dtype: torch.dtype = torch.bfloat16, shardable: bool = False) -> BitsAndBytesConfig:
-    """The guide's QLoRA base; the compute dtype follows the model's (fp16 on GPUs without bf16).
-
-    `shardable` (FSDP): the packed 4-bit values are stored in a tensor of the compute dtype, as in the
-    QLoRA+FSDP recipe, so FSDP shards and gathers them with the rest of a layer's weights; the
-    bytes are the same (bitsandbytes finds the quantization state on the module after FSDP's gather)."""
+def nf4_config(compute_dtype: torch.dtype = torch.bfloat16) -> BitsAndBytesConfig:
+    """The guide's QLoRA base; the compute dtype follows the model's (fp16 on GPUs without bf16)."""
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-        bnb_4bit_quant_storage=compute_dtype if shardable else torch.uint8,
     )
 
 

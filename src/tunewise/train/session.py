@@ -99,7 +99,7 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     for line in [data.train_stats.summary("train", config.data.max_seq_len),
                  data.val_stats.summary("val", config.data.max_seq_len), *data.notes]:
         console.print(line)
-    model, packed, speed_record = _model(config, source, dtype, accelerator.device, console, parent, ranks.sharded)
+    model, packed, speed_record = _model(config, source, dtype, accelerator.device, console, parent)
     data, replay_record = mix_replay(config, data, model, tokenizer, source, console)  # data.replay
     resume_from = _resume_weights(run, model, ranks) if resume else None  # before FSDP shards the weights
     forward = wrap_loss(accelerator, model, ranks)
@@ -163,10 +163,10 @@ def _claim(run: RunDir, ranks: Ranks):
     return lock
 
 
-def _model(config: Config, source: str, dtype: str, device, console: Console, parent=None, sharded: bool = False):
+def _model(config: Config, source: str, dtype: str, device, console: Console, parent=None):
     """The base model with LoRA adapters (new, or the parent's to continue) and every speed path it
-    can take (each said if not); `sharded`: 4-bit weights stored so that FSDP can shard them."""
-    model = load_model(source, dtype, config.model.quantization, device, config.model.trust_remote_code, sharded)
+    can take (each said if not)."""
+    model = load_model(source, dtype, config.model.quantization, device, config.model.trust_remote_code)
     keep_training_layout(model)  # validation must not repack 4-bit weights under training (model/quant.py)
     release_freed_memory(device)  # what loading and quantizing freed
     if parent:
