@@ -80,6 +80,10 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
     precision_note = _accelerate_precision_note(config)
+    if ranks.engine == "FSDP":
+        console.print(Text.assemble(("note: ", "yellow"), "accelerate's FSDP config is taken as train.strategy fsdp: "
+                                    "tunewise shards each decoder layer with torch's fully_shard; the config's other "
+                                    "FSDP settings are not used"))
     _check_run_dir(run, resume)
     changes = _config_changes(run, config) if resume else None  # before any weight is loaded
     dtype, dtype_note = compute_dtype(config.model.dtype, device)
