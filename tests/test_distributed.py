@@ -44,10 +44,10 @@ def setup(tmp_path_factory, chatml_tokenizer, write_tiny_model, sql_example, wri
     write_jsonl(root / "train.jsonl", [sql_example(i, turns=1 + i % 3) for i in range(60)])
     write_jsonl(root / "val.jsonl", [sql_example(200 + i) for i in range(7)])  # 7: ranks get 4 and 3
 
-    def config(name: str, dropout: float = 0.0, **train) -> Path:
+    def config(name: str, dropout: float = 0.0, quantization: str = "none", **train) -> Path:
         settings = {"batch_size": 4, "micro_batch_size": 1, "max_steps": 8, "save_every": 2, "eval_every": 4,
                     "lr": 3e-3, "early_stopping_patience": None, **train}
-        body = {"model": {"name": str(model), "dtype": "float32"},
+        body = {"model": {"name": str(model), "dtype": "float32", "quantization": quantization},
                 "lora": {"r": 4, "alpha": 8, "dropout": dropout},
                 "data": {"train": str(root / "train.jsonl"), "val": str(root / "val.jsonl"), "max_seq_len": 128},
                 "train": settings, "output_dir": str(root / name)}
@@ -138,6 +138,99 @@ def test_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
         assert all(torch.equal(a[k], b[k]) for k in a), sub
 
 
+def held_bytes(setup, name: str, **settings) -> list[dict]:
+    """Each rank's parameter bytes (and the whole model's) at the start of an FSDP run."""
+    out = setup.root / f"{name}-bytes"
+    out.mkdir()
+    run(TORCHRUN + [str(LAUNCHED / "fsdp_bytes.py"), str(setup.config(name, strategy="fsdp", **settings)), str(out)],
+        setup.root)
+    held = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    whole = held[0]["model_bytes"]
+    assert all(abs(h["rank_bytes"] / whole - 0.5) < 0.01 for h in held), held  # about half each
+    assert held[0]["rank_bytes"] + held[1]["rank_bytes"] == whole
+    return held
+
+
+def test_fsdp_trains_the_adapter_one_process_trains_on_half_the_weights_each(setup):
+    """train.strategy=fsdp on 2 processes: every weight (frozen base too) split over the ranks, 8 steps with
+    dropout 0 give the single-process adapter, written whole by rank 0 as a plain PEFT adapter."""
+    held_bytes(setup, "fsdp-b")
+
+    run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("fsdp", strategy="fsdp"))], setup.root)
+    if not (setup.root / "one").exists():
+        run([sys.executable, "-m", "tunewise.cli", "train", str(setup.config("one"))], setup.root)
+    one, two = adapter(setup.root / "one"), adapter(setup.root / "fsdp")
+    assert set(one) == set(two)
+    relative = max(((two[k] - one[k]).norm() / one[k].norm()).item() for k in one)
+    assert relative <= 1e-5, relative
+    manifest = json.loads((setup.root / "fsdp" / "manifest.json").read_text())
+    assert (manifest["strategy"], manifest["world_size"]) == ("fsdp", 2)
+
+
+def test_fsdp_trains_the_qlora_adapter_one_process_trains(setup):
+    """QLoRA under FSDP: the packed 4-bit weights (uint8) are sharded like the rest (FSDP2 shards each
+    parameter on its own: no bnb_4bit_quant_storage needed); 8 steps give the single-process QLoRA adapter."""
+    held = held_bytes(setup, "q-fsdp-b", quantization="nf4")
+    assert held[0]["linear_4bit"] == 4 * 7  # every projection of the 4 layers is 4-bit, and sharded
+    run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("q-fsdp", quantization="nf4", strategy="fsdp"))],
+        setup.root)
+    run([sys.executable, "-m", "tunewise.cli", "train", str(setup.config("q-one", quantization="nf4"))], setup.root)
+    one, two = adapter(setup.root / "q-one"), adapter(setup.root / "q-fsdp")
+    assert set(one) == set(two)
+    relative = max(((two[k] - one[k]).norm() / one[k].norm()).item() for k in one)
+    assert relative <= 1e-5, relative
+
+
+def test_fsdp_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
+    """Each rank's optimizer shard is in the checkpoint: the resumed run continues exactly. At another
+    process count the shards cannot be loaded: refused with one message, printed once."""
+    settings = dict(strategy="fsdp", dropout=0.1, max_steps=12)
+    run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("fsdp-whole", **settings))], setup.root)
+    killed = setup.config("fsdp-killed", **settings)
+    kill_rank_1_after_a_checkpoint(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed)],
+                                   setup.root / "fsdp-killed", last="step-12")
+    one = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    refused = subprocess.run(one + ["-m", "tunewise.cli", "train", str(killed), "--resume"], cwd=setup.root,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "written by 2 process(es) under train.strategy fsdp" in refused.stderr, refused.stderr[-2000:]
+    shards = sorted(p.name for p in ckpt_dir(setup.root / "fsdp-killed").glob("optimizer-rank-*.pt"))
+    assert shards == ["optimizer-rank-0.pt", "optimizer-rank-1.pt"]
+    resumed = run(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed), "--resume"], setup.root)
+    assert "resumed from" in resumed.stdout
+    for sub in ("adapter", "checkpoints/step-12"):
+        a, b = adapter(setup.root / "fsdp-whole", sub), adapter(setup.root / "fsdp-killed", sub)
+        assert all(torch.equal(a[k], b[k]) for k in a), sub
+
+
+def test_a_refusal_every_rank_raises_is_printed_once(setup):
+    """Both ranks refuse the batch size; rank 0 alone says so, and the launch fails."""
+    proc = subprocess.run(TORCHRUN + ["-m", "tunewise.cli", "train", str(setup.config("odd", batch_size=3))],
+                          cwd=setup.root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("train.batch_size 3 does not divide among the 2 processes") == 1, proc.stderr[-3000:]
+
+
+def ckpt_dir(run_dir: Path) -> Path:
+    return max((run_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def kill_rank_1_after_a_checkpoint(command: list[str], run_dir: Path, last: str) -> None:
+    launcher = subprocess.Popen(command, cwd=run_dir.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = run_dir / "checkpoints" / "step-2" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and launcher.poll() is None:
+        time.sleep(0.02)
+    rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+    assert rank1, "no rank 1 to kill"
+    os.kill(rank1[0].pid, signal.SIGKILL)
+    launcher.wait(timeout=120)
+    assert launcher.returncode != 0
+    done = {p.name for p in (run_dir / "checkpoints").glob("step-*")}
+    assert done and last not in done, "the kill came too late to test anything"
+
+
 def fake_accelerator(world: int, engine=DistributedType.MULTI_GPU, rank: int = 0):
     return SimpleNamespace(num_processes=world, process_index=rank, distributed_type=engine)
 
@@ -151,12 +244,15 @@ def test_launch_refusals_name_what_to_change(monkeypatch):
         launch_ranks(fake_accelerator(4), config(6))
     with pytest.raises(TunewiseError, match=r"distributed_type DEEPSPEED.*not supported"):
         launch_ranks(fake_accelerator(2, DistributedType.DEEPSPEED), config())
-    with pytest.raises(TunewiseError, match=r"distributed_type FSDP.*not supported"):
-        launch_ranks(fake_accelerator(2, DistributedType.FSDP), config())
+    # an accelerate config with an FSDP section: tunewise shards, as with train.strategy=fsdp
+    assert launch_ranks(fake_accelerator(2, DistributedType.FSDP), config()).strategy == "fsdp"
+    fsdp = Config.model_validate({"data": {"train": "x"}, "train": {"strategy": "fsdp"}})
+    assert launch_ranks(fake_accelerator(2, DistributedType.MULTI_CPU), fsdp).strategy == "fsdp"
+    assert launch_ranks(fake_accelerator(1, DistributedType.NO), fsdp).strategy == "none"  # one process: no sharding
     monkeypatch.setenv("WORLD_SIZE", "2")  # launched as 2, but accelerate joined nothing up
     with pytest.raises(TunewiseError, match=r"2 processes were launched.*each would train alone"):
         launch_ranks(fake_accelerator(1, DistributedType.NO), config())
-    assert launch_ranks(fake_accelerator(2, rank=1), config()) == Ranks(1, 2, "MULTI_GPU")
+    assert launch_ranks(fake_accelerator(2, rank=1), config()) == Ranks(1, 2, "MULTI_GPU", "ddp")
 
 
 @pytest.mark.parametrize("micro", ["auto", 1, 2])
@@ -214,3 +310,23 @@ def test_single_process_commands_refuse_a_launch_of_several(monkeypatch, tmp_pat
     monkeypatch.setenv("WORLD_SIZE", "1")
     result = CliRunner().invoke(app, ["merge", str(tmp_path), "--out", str(tmp_path / "m")])
     assert isinstance(result.exception, TunewiseError) and "not a tunewise run directory" in str(result.exception)
+
+
+def test_accelerate_mixed_precision_is_set_aside_and_fp16_fsdp_refused(monkeypatch):
+    """An accelerate config's fp16 would scale the loss with accelerate's own GradScaler, never unscaled
+    here: the Accelerator is built with mixed_precision "no", and a note says so."""
+    from accelerate.state import AcceleratorState
+
+    from tunewise.train.session import _accelerate_precision_note, _check_sharding, make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    AcceleratorState._reset_state(True)
+    try:
+        accelerator = make_accelerator(torch.device("cpu"))
+        assert accelerator.mixed_precision == "no" and accelerator.scaler is None
+    finally:
+        AcceleratorState._reset_state(True)
+    assert "mixed_precision fp16 is not used" in _accelerate_precision_note(config())
+    with pytest.raises(TunewiseError, match=r"train\.strategy fsdp with model\.dtype float16"):
+        _check_sharding(Ranks(0, 2, "MULTI_GPU", "fsdp"), config(), "float16")
+    _check_sharding(Ranks(0, 2, "MULTI_GPU", "ddp"), config(), "float16")  # DDP has its scaler

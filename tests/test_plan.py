@@ -165,6 +165,7 @@ def test_several_gpus_ddp_adds_buckets_and_fsdp_shards():
     for key in ("weights (16-bit)", "optimizer (fp32 master + Adam m, v)", "gradients (16-bit)"):
         assert fsdp.breakdown[key] == -(-one.breakdown[key] // 4)
     assert 0 < fsdp.breakdown["FSDP gathered layers (2 of them)"] < one.breakdown["weights (16-bit)"] / 4
+    assert fsdp.breakdown["FSDP gathered embeddings and head"] == 2 * 2 * 128256 * 4096 + 2 * 4096  # untied
     assert fsdp.total_bytes < one.total_bytes / 3
     with pytest.raises(TunewiseError, match="--strategy 'zero'"):
         plan(shape, "lora", 1024, 1, gpus=2, strategy="zero")

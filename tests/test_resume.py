@@ -97,7 +97,8 @@ def test_a_setting_the_checkpoint_depends_on_is_refused_naming_both_values(
 
 def test_every_config_key_is_decided_for_resume():
     """A new setting must be put in REFUSED or APPLIED, or resuming with it changed is refused."""
-    config = Config.model_validate({"data": {"train": "t.jsonl", "replay": {}}})
+    config = Config.model_validate({"data": {"train": "t.jsonl", "replay": {}, "columns": {"messages": "conversation"},
+                                             "roles": {"human": "user"}}})
     keys = {key_class(k) for k in flatten(config.model_dump(mode="json"))}
     assert keys == set(REFUSED) | set(APPLIED)
     assert not set(REFUSED) & set(APPLIED)

@@ -258,8 +258,8 @@ def plan_cmd(
     lora_r: int = typer.Option(_default(LoraConfig, "r"), "--lora-r", min=1),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="e.g. 24GB: say whether it fits."),
     gpus: int = typer.Option(1, "--gpus", min=1, help="GPUs in the launch (accelerate launch --num_processes)."),
-    strategy: str = typer.Option("ddp", "--strategy", help="ddp | fsdp, with --gpus above 1 (tunewise train "
-                                 "runs ddp; fsdp is planned only)."),
+    strategy: str = typer.Option("ddp", "--strategy", help="ddp | fsdp, with --gpus above 1 (tunewise train's "
+                                 "train.strategy)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Predict peak training memory of one GPU, broken down, and whether it fits."""
@@ -531,8 +531,11 @@ def main() -> None:
     try:
         app()
     except TunewiseError as e:
-        # escaped: messages quote model and user text ("[/INST]", token id lists) that is not markup
-        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
+        # In a launch of several processes every rank reads the same config, data and checkpoints and
+        # raises the same refusal: rank 0 says it once (the others still exit non-zero)
+        if os.environ.get("RANK", "0").strip() in ("", "0"):
+            # escaped: messages quote model and user text ("[/INST]", token id lists) that is not markup
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
         sys.exit(1)
     except OSError as e:  # a full disk or a vanished file mid-run: say what and where, no traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""

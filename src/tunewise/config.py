@@ -107,6 +107,9 @@ class TrainConfig(_Strict):
     """Trackers that also get metrics.jsonl's numbers and the resolved config, through accelerate:
     TensorBoard files in output_dir/tensorboard; MLflow in $MLFLOW_TRACKING_URI or a file store in
     output_dir/mlruns; W&B (WANDB_MODE=offline works without a network) and trackio as they are set up."""
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """In a launch of several processes: ddp (a whole model on each) or fsdp (weights, frozen base
+    included, sharded over the processes; train/fsdp.py). One process ignores it."""
 
     @model_validator(mode="after")
     def _micro_batch_fits(self) -> "TrainConfig":

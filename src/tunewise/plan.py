@@ -199,8 +199,11 @@ def _spread(b: dict[str, int], shape: Shape, gpus: int, strategy: str) -> None:
     whole = sum(b[k] for k in lasting if k.startswith(("weights", "quantization")))
     for k in lasting:
         b[k] = -(-b[k] // gpus)
-    # the layer being computed and the next one, prefetched, gathered whole
-    b["FSDP gathered layers (2 of them)"] = 2 * whole // max(shape.layers, 1)
+    # the root group (embeddings, head, final norm: 16-bit) is gathered for the whole step; of the
+    # decoder layers, the one being computed and the next one, prefetched
+    root = 2 * (shape.other_params() - shape.layers * 2 * shape.hidden)
+    b["FSDP gathered layers (2 of them)"] = 2 * (whole - root) // max(shape.layers, 1)
+    b["FSDP gathered embeddings and head"] = root
 
 
 CPU_TOKEN_CAP = 8192  # on CPU a larger micro-batch is no faster, only bigger

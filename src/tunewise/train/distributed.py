@@ -17,21 +17,24 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
+from torch.distributed.fsdp import FSDPModule
 
 from ..config import Config
 from ..data.batching import micro_batches
 from ..errors import TunewiseError
+from .fsdp import shard
 from .loss import LossForward
 from .patches import ignore_frozen_in_ddp
 
-# Engines a run can take: one process, DDP on GPUs or CPUs. FSDP is refused until its sharded
-# checkpoints are verified on GPUs (accelerate never selects FSDP on CPUs, so CI cannot); DeepSpeed too.
-SUPPORTED = {DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU}
+# Engines a run can take: one process, several on GPUs or CPUs (DDP, or FSDP by train.strategy), and
+# accelerate's FSDP engine (an accelerate config with an FSDP section), taken as train.strategy fsdp.
+SUPPORTED = {DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU, DistributedType.FSDP}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,11 @@ class Ranks:
     rank: int = 0
     world: int = 1
     engine: str = "NO"  # accelerate's DistributedType: NO, MULTI_GPU, MULTI_CPU, FSDP
+    strategy: str = "none"  # none (one process), ddp or fsdp
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy == "fsdp"
 
     @property
     def main(self) -> bool:
@@ -52,7 +60,8 @@ class MicroBatch:
 
 
 def launch_ranks(accelerator: Accelerator, config: Config) -> Ranks:
-    """This process's place in the launch, or a refusal naming what cannot work."""
+    """This process's place in the launch, or a refusal naming what cannot work. An accelerate
+    config with an FSDP section means train.strategy fsdp (tunewise shards; train/fsdp.py)."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     engine = accelerator.distributed_type
     if launched > 1 and accelerator.num_processes == 1:
@@ -62,28 +71,53 @@ def launch_ranks(accelerator: Accelerator, config: Config) -> Ranks:
                             "(or torchrun) and a working accelerate config")
     if engine not in SUPPORTED:
         raise TunewiseError(f"accelerate distributed_type {engine.value}: tunewise train runs one process or DDP "
-                            "(`accelerate launch --multi_gpu --num_processes N`); FSDP and DeepSpeed are not "
-                            "supported yet. With QLoRA, DDP fits a 70B model's 4-bit weights on each 48 GB GPU")
+                            "(`accelerate launch --multi_gpu --num_processes N`) or FSDP (train.strategy=fsdp); "
+                            "DeepSpeed is not supported")
     world, batch = accelerator.num_processes, config.train.batch_size
     if batch % world:
         raise TunewiseError(f"train.batch_size {batch} does not divide among the {world} processes of this launch: "
                             f"set it to a multiple of {world} (each process then takes batch_size/{world} "
                             "sequences of every step)")
-    return Ranks(accelerator.process_index, world, engine.value)
+    if world == 1:
+        strategy = "none"
+    else:
+        strategy = "fsdp" if engine == DistributedType.FSDP else config.train.strategy
+    return Ranks(accelerator.process_index, world, engine.value, strategy)
 
 
-def wrap_loss(accelerator: Accelerator, model) -> torch.nn.Module:
-    """The loss module training calls: as is in one process, else through accelerate's wrapper.
+def wrap_loss(accelerator: Accelerator, model, ranks: Ranks) -> torch.nn.Module:
+    """The loss module training calls: as is in one process, sharded under FSDP (train/fsdp.py),
+    else through accelerate's DDP wrapper.
 
     DDP is told to leave the frozen base alone: it would otherwise broadcast every base weight
     (a 4-bit model's too) from rank 0 at start, though all ranks loaded the same ones."""
     forward = LossForward(model)
     if accelerator.num_processes == 1:
         return forward
+    if ranks.sharded:
+        return shard(forward)
     frozen = [n for n, p in forward.named_parameters() if not p.requires_grad]
     frozen += [n for n, _ in forward.named_buffers()]
     ignore_frozen_in_ddp(forward, frozen)  # torch's private hook, guarded and logged (train/patches.py)
     return accelerator.prepare_model(forward, device_placement=False)
+
+
+@contextmanager
+def no_sync(accelerator: Accelerator, forward: torch.nn.Module):
+    """Backward without the gradient exchange (every micro-batch of a step but the last).
+
+    Under FSDP the trainable adapter weights are small, so their gradients are accumulated whole
+    on each rank and reduce-scattered once a step, as DDP all-reduces once a step; accelerate
+    does this for FSDP2 only under its own engine, which it never selects on CPUs."""
+    if not isinstance(forward, FSDPModule):
+        with accelerator.no_sync(forward):
+            yield
+        return
+    forward.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        forward.set_requires_gradient_sync(True)
 
 
 def rank_micro_batches(indices: list[int], lengths: list[int], micro_batch_size: int | str, token_budget: int,

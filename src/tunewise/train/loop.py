@@ -27,7 +27,8 @@ from ..data.batching import count_trained, micro_batches, step_indices
 from . import checkpoint as ckpt
 from . import trackers
 from .curves import plot_losses
-from .distributed import MicroBatch, all_sum, rank_micro_batches, rng_states
+from .distributed import MicroBatch, all_sum, no_sync, rank_micro_batches, rng_states
+from .fsdp import full_adapter_state
 from .guards import OverfitWatch, SpikeGuard, check_finite
 from .loss import LossForward
 from .memory import peak_memory_mib, release_freed_memory
@@ -153,8 +154,10 @@ def validate(s: Session, step: int) -> float:
     improved = s.stopper.update(step, val_loss)  # the same on every rank: the loss is reduced over all
     s.history["eval"].append(dict(event="eval", step=step, epoch=s.epoch(step), val_loss=val_loss, best=improved))
     s.log.log(**s.history["eval"][-1])
-    if improved and s.ranks.main:
-        ckpt.save_adapter(s.model, s.run.adapter)
+    if improved:
+        state = full_adapter_state(s.model) if s.ranks.sharded else None  # a collective under FSDP
+        if s.ranks.main:
+            ckpt.save_adapter(s.model, s.run.adapter, state)
     return val_loss
 
 
@@ -169,12 +172,19 @@ def validation_loss(s: Session) -> float:
 
 
 def save(s: Session, step: int) -> None:
-    """A checkpoint, written by rank 0 with every rank's random generators."""
+    """A checkpoint, written by rank 0 with every rank's random generators (and, under FSDP, the
+    gathered adapter and every rank's optimizer shard)."""
     rng = rng_states(s.accelerator)  # a collective: every rank takes part
+    adapter, shards = None, None
+    if s.ranks.sharded:
+        adapter = full_adapter_state(s.model)  # a collective too
+        shards = ckpt.stage_optimizer_shard(s.run, step, s.optimizer, s.ranks.rank)
+        s.accelerator.wait_for_everyone()  # every shard on disk before rank 0 collects them
     if s.ranks.main:
         ckpt.save_checkpoint(s.run, step, s.model, s.optimizer, s.scheduler,
                              {"early_stopping": s.stopper.state(), "total_steps": s.total_steps,
-                              "world_size": s.ranks.world}, rng, s.scaler)
+                              "world_size": s.ranks.world, "strategy": s.ranks.strategy}, rng, s.scaler,
+                             adapter, shards)
 
 
 def accumulate_gradients(forward, batches: list[dict], accelerator, scaler=None,
@@ -194,7 +204,7 @@ def accumulate_gradients(forward, batches: list[dict], accelerator, scaler=None,
     for i, (batch, weight) in enumerate(zip(batches, weights)):
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         last = i == len(batches) - 1
-        with nullcontext() if last else accelerator.no_sync(forward):  # gradients cross ranks once per step
+        with nullcontext() if last else no_sync(accelerator, forward):  # gradients cross ranks once per step
             micro_loss = forward(batch) * weight
             scaled = micro_loss * world / step_tokens
             accelerator.backward(scaler.scale(scaled) if scaler else scaled)

@@ -34,24 +34,31 @@ _ORDER = ("the checkpoint's data position is a step number in the order drawn fr
 _ENCODING = ("the best validation loss so far, which picks adapter/, was measured on the examples as encoded "
              "under the first value; later losses would not compare with it")
 
+_SHARDS = ("under fsdp the checkpoint's optimizer state is saved as one shard per process, under ddp whole; "
+           "the other strategy cannot load it")
+
 REFUSED = {
     "model.name": _LOADED, "model.quantization": _LOADED, "lora.r": _LOADED, "lora.target_modules": _LOADED,
     "lora.alpha": _SCALE, "lora.init_from": _PARENT,
     "data.train": _ORDER, "data.val": _ORDER, "data.val_fraction": _ORDER, "data.replay": _ORDER,
-    "train.seed": _ORDER, "train.batch_size": _ORDER,
+    "train.seed": _ORDER, "train.batch_size": _ORDER, "data.format": _ORDER, "data.columns": _ORDER,
+    "data.roles": _ORDER, "train.strategy": _SHARDS,
     "data.max_seq_len": _ENCODING, "data.fold_system_prompt": _ENCODING, "data.end_of_turn": _ENCODING,
 }
 # The learning-rate schedule: a change to any of these is reported with the lr the next step uses.
 SCHEDULE = ("train.lr", "train.epochs", "train.max_steps", "train.scheduler", "train.warmup_ratio")
 APPLIED = (*SCHEDULE, "train.weight_decay", "train.max_grad_norm", "train.eval_every", "train.save_every",
            "train.log_every", "train.early_stopping_patience", "train.gradient_checkpointing",
-           "train.micro_batch_size", "lora.dropout", "model.dtype", "model.trust_remote_code", "data.allow_small",
-           "output_dir")
+           "train.micro_batch_size", "train.report_to", "lora.dropout", "model.dtype", "model.trust_remote_code",
+           "data.allow_small", "output_dir")
 
 
 def key_class(key: str) -> str:
-    """The table entry that decides `key` (data.replay.* is decided as data.replay)."""
-    return "data.replay" if key.startswith("data.replay.") else key
+    """The table entry that decides `key` (data.replay.* is decided as data.replay, and so on)."""
+    for group in ("data.replay", "data.columns", "data.roles"):  # a mapping is decided as a whole
+        if key.startswith(group + "."):
+            return group
+    return key
 
 
 def config_changes(run: RunDir, config: Config) -> list[tuple[str, object, object, str]]:

@@ -5,6 +5,7 @@ records written. `train()` in loop.py then only steps."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -73,16 +74,23 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
     run = RunDir(config.output_dir)
     trackers.check_installed(config.train.report_to)  # refused before anything is loaded
     device = pick_device(device_choice)
-    accelerator = Accelerator(cpu=device.type == "cpu", **trackers.accelerator_options(config, run))
+    accelerator = make_accelerator(device, **trackers.accelerator_options(config, run))
     ranks = launch_ranks(accelerator, config)  # refusals before anything is loaded
     console = console if ranks.main else Console(quiet=True)  # one voice for the launch
+    precision_note = _accelerate_precision_note(config)
+    if ranks.engine == "FSDP":
+        console.print(Text.assemble(("note: ", "yellow"), "accelerate's FSDP config is taken as train.strategy fsdp: "
+                                    "tunewise shards each decoder layer with torch's fully_shard; the config's other "
+                                    "FSDP settings are not used"))
     _check_run_dir(run, resume)
     changes = config_changes(run, config) if resume else []  # refusals before any weight is loaded
     dtype, dtype_note = compute_dtype(config.model.dtype, device)
+    _check_sharding(ranks, config, dtype)
     lock = _claim(run, ranks)
     set_seed(config.train.seed)  # the same on every rank: the adapters start identical
-    if dtype_note:
-        console.print(Text.assemble(("note: ", "yellow"), dtype_note))
+    for note in (dtype_note, precision_note):
+        if note:
+            console.print(Text.assemble(("note: ", "yellow"), note))
 
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, config.model.trust_remote_code)
@@ -95,7 +103,8 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
         console.print(line)
     model, packed, speed_record = _model(config, source, dtype, accelerator.device, console, parent)
     data, replay_record = mix_replay(config, data, model, tokenizer, source, console)  # data.replay
-    forward = wrap_loss(accelerator, model)
+    resume_from = _resume_weights(run, model, ranks) if resume else None  # before FSDP shards the weights
+    forward = wrap_loss(accelerator, model, ranks)
     if ranks.rank:  # each rank draws its own dropout masks
         set_seed(config.train.seed + ranks.rank)
     token_budget, memory_warning = micro_batch_budget(config, model, data, accelerator.device)
@@ -112,13 +121,39 @@ def start_run(config: Config, resume: bool, console: Console, device_choice: str
                       EarlyStopping(tc.early_stopping_patience), RunLog(run, writes=ranks.main), ranks, forward,
                       lock, console, dtype, torch.amp.GradScaler(device.type) if needs_grad_scaler(dtype) else None)
     if resume:
-        session.step = _resume(session, console, changes)
+        session.step = _resume(session, resume_from, console, changes)
     session.history = _history(session.log, session.step)
     _write_records(session, source, tokenizer, speed_record)
     session.log.write_manifest(parent=parent.record() if parent else None, replay=replay_record)
     trackers.start(accelerator, config, run)  # last: a run refused above leaves no tracker runs behind
     session.log.tracker = accelerator if config.train.report_to else None
     return session
+
+
+def make_accelerator(device: torch.device, **options) -> Accelerator:
+    """mixed_precision "no", whatever the accelerate config says: model.dtype sets the precision, and an
+    fp16 config would have accelerate scale the loss with a GradScaler this loop never unscales.
+    `options`: the trackers' (train/trackers.py)."""
+    return Accelerator(cpu=device.type == "cpu", mixed_precision="no", **options)
+
+
+def _accelerate_precision_note(config: Config) -> str | None:
+    """accelerate's mixed precision from its config or `--mixed_precision`, which tunewise sets aside."""
+    asked = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if asked == "no":
+        return None
+    return (f"accelerate's mixed_precision {asked} is not used: model.dtype ({config.model.dtype}) sets the "
+            "precision, and a float16 model gets tunewise's own gradient scaler")
+
+
+def _check_sharding(ranks: Ranks, config: Config, dtype: str) -> None:
+    """What FSDP cannot take here, refused before any weight is loaded."""
+    if not ranks.sharded:
+        return
+    if dtype == "float16":
+        raise TunewiseError("train.strategy fsdp with model.dtype float16 (a GPU without bfloat16) is not supported: "
+                            "the float16 gradient scaler is not verified on sharded gradients. Use "
+                            "model.dtype=float32, or train.strategy=ddp")
 
 
 def _claim(run: RunDir, ranks: Ranks):
@@ -155,7 +190,7 @@ def _write_records(s: Session, source: str, tokenizer, speed_record: dict) -> No
               (("train", config.data.train), ("val", config.data.val)) if p},
         started=datetime.now(timezone.utc).isoformat(), micro_batch_tokens=s.token_budget, packed=s.packed,
         speed_paths=speed_record, device=str(s.device), dtype=s.dtype, grad_scaler=s.scaler is not None,
-        world_size=s.ranks.world, engine=s.ranks.engine, patches=applied_patches(),
+        world_size=s.ranks.world, engine=s.ranks.engine, strategy=s.ranks.strategy, patches=applied_patches(),
     )
 
 
@@ -167,13 +202,21 @@ def _check_run_dir(run: RunDir, resume: bool) -> None:
         raise TunewiseError(f"--resume: {run.path} holds no checkpoint to resume from")
 
 
-def _resume(s: Session, console: Console, changes: list) -> int:
-    """Weights, optimizer, schedule position, RNG and early stopping from the latest checkpoint;
-    the config's settings where they differ (train/resume.py), said as they take effect."""
-    path = ckpt.latest_checkpoint(s.run)
+def _resume_weights(run: RunDir, model, ranks: Ranks):
+    """The checkpoint to resume from, its adapter weights loaded into the unsharded model."""
+    path = ckpt.latest_checkpoint(run)
     if path is None:
-        raise TunewiseError(f"--resume: no complete checkpoint under {s.run.checkpoints}")
-    meta, rng = ckpt.load_checkpoint(path, s.model, s.optimizer, s.scheduler, s.scaler)
+        raise TunewiseError(f"--resume: no complete checkpoint under {run.checkpoints}")
+    ckpt.check_launch(path, ranks)
+    ckpt.load_adapter_weights(path, model)
+    return path
+
+
+def _resume(s: Session, path, console: Console, changes: list) -> int:
+    """Optimizer (this rank's shard under FSDP), schedule position, RNG and early stopping from the
+    checkpoint whose weights `_resume_weights` loaded; the config's settings where they differ
+    (train/resume.py), said as they take effect."""
+    meta, rng = ckpt.load_checkpoint(path, s.optimizer, s.scheduler, s.scaler, s.ranks)
     apply_hyperparameters(s.optimizer, s.scheduler, s.config.train.lr, s.config.train.weight_decay)
     note = restore_rng(rng, s.ranks, s.device)
     if note:
