@@ -116,20 +116,8 @@ def test_kill_9_of_one_rank_then_resume_gives_the_same_adapter(setup):
     whole = setup.config("whole", dropout=0.1, max_steps=16)
     run(TORCHRUN + ["-m", "tunewise.cli", "train", str(whole)], setup.root)
     killed = setup.config("killed", dropout=0.1, max_steps=16)
-    launcher = subprocess.Popen(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed)], cwd=setup.root,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    first = setup.root / "killed" / "checkpoints" / "step-2" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not first.exists() and time.time() < deadline and launcher.poll() is None:
-        time.sleep(0.02)
-    rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
-    assert rank1, "no rank 1 to kill"
-    os.kill(rank1[0].pid, signal.SIGKILL)
-    launcher.wait(timeout=120)
-    assert launcher.returncode != 0
-    done = {p.name for p in (setup.root / "killed" / "checkpoints").glob("step-*")}
-    assert done and "step-16" not in done, "the kill came too late to test anything"
+    kill_rank_1_after_a_checkpoint(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed)], setup.root / "killed",
+                                   "step-16")
 
     resumed = run(TORCHRUN + ["-m", "tunewise.cli", "train", str(killed), "--resume"], setup.root)
     assert "resumed from" in resumed.stdout

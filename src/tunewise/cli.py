@@ -535,11 +535,12 @@ def main() -> None:
         # raises the same refusal: rank 0 says it once (the others still exit non-zero)
         if os.environ.get("RANK", "0").strip() in ("", "0"):
             # escaped: messages quote model and user text ("[/INST]", token id lists) that is not markup
-            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
+            # soft_wrap: a path or command in the message stays on one line (copyable; grep finds it in logs)
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
     except OSError as e:  # a full disk or a vanished file mid-run: say what and where, no traceback
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        err_console.print(f"[red]error:[/red] {e.strerror or e}{where}", highlight=False)
+        err_console.print(f"[red]error:[/red] {e.strerror or e}{where}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; the last checkpoint is kept (resume with --resume)")
