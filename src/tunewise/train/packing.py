@@ -53,18 +53,24 @@ class PackedLayout:
     """Where each sequence lies in the packed row, as a zero-padded [batch, longest] grid."""
 
     dest: torch.Tensor  # [N] slot (b * longest + t) of every packed token in the padded grid
-    batch: int
-    max_len: int
-    lengths: tuple[int, ...] = ()  # each sequence's length, in packed order
+    lengths: tuple[int, ...]  # each sequence's length, in packed order
 
     @classmethod
     def from_lengths(cls, lengths: list[int]) -> "PackedLayout":
         longest = max(lengths)
         dest = torch.cat([torch.arange(n) + b * longest for b, n in enumerate(lengths)])
-        return cls(dest, len(lengths), longest, tuple(lengths))
+        return cls(dest, tuple(lengths))
+
+    @property
+    def batch(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def max_len(self) -> int:
+        return max(self.lengths)
 
     def to(self, device) -> "PackedLayout":
-        return PackedLayout(self.dest.to(device), self.batch, self.max_len, self.lengths)
+        return PackedLayout(self.dest.to(device), self.lengths)
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """[1, heads, N, dim] -> [B, heads, L, dim]: a scatter whose backward is a plain gather."""
