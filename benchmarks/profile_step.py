@@ -36,14 +36,14 @@ CLASSES = ["frozen matmul", "LoRA matmul", "attention", "loss", "norms/rotary/el
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
 
 
-def config_file(work: Path, examples: int, quant: str) -> Path:
+def config_file(work: Path, examples: int, quant: str, batch: int = 8) -> Path:
     lines = (SQL / "train.jsonl").read_text().splitlines()[:examples]
     (work / "train.jsonl").write_text("\n".join(lines) + "\n")
     config = {"model": {"name": "smollm2-135m-instruct", "quantization": quant},
               "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
               "data": {"train": str(work / "train.jsonl"), "val": str(SQL / "val.jsonl"), "max_seq_len": 2048,
                        "allow_small": True},
-              "train": {"epochs": 1, "batch_size": 8, "lr": 2e-4, "eval_every": 10**6, "save_every": 10**6,
+              "train": {"epochs": 1, "batch_size": batch, "lr": 2e-4, "eval_every": 10**6, "save_every": 10**6,
                         "seed": 0}, "output_dir": str(work / "run")}
     path = work / "config.yaml"
     path.write_text(json.dumps(config))
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=240)
     parser.add_argument("--quant", default="nf4", choices=["nf4", "none"])
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8, help="sequences a step (the quickstart trains 2)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=0, help="also list the N ops (name, shapes) that took longest")
     parser.add_argument("--without", action="append", default=[], help="a speed path to switch off: lora_add")
@@ -153,7 +154,7 @@ def main() -> None:
     for path in args.without:
         switch_off(path)
     work = Path(tempfile.mkdtemp(prefix="tunewise-profile-"))
-    seconds, wall, steps, ops = profile_steps(config_file(work, args.examples, args.quant), args.steps, args.warmup)
+    seconds, wall, steps, ops = profile_steps(config_file(work, args.examples, args.quant, args.batch), args.steps, args.warmup)
     print(f"{steps} steps profiled, {wall:.2f} s wall ({wall / steps:.2f} s a step), "
           f"quant={args.quant}, "
           f"without {args.without or 'nothing'}, "
