@@ -5,7 +5,8 @@
     accumulation, loss on every token, paged_adamw_32bit), adapted only where today's API refuses it:
     warmup_ratio -> warmup_steps, max_seq_length -> max_length, and on a CPU paged_adamw_32bit
     (CUDA only) -> adamw_torch;
-(b) TRL tuned fairly: completion-only loss (prompt/completion data), micro-batch 8, no kbit prep;
+(b) TRL tuned fairly: assistant-only loss on every assistant turn (`assistant_only_loss` with generation
+    markers added to the chat template, as tunewise trains), micro-batch 8, no kbit prep;
 (c) tunewise train;
 (d) Unsloth: FastLanguageModel (its own loading, LoRA and gradient checkpointing "unsloth") with TRL's
     SFTTrainer as Unsloth patches it, the data and batch of (b); needs a CUDA GPU;
@@ -62,10 +63,11 @@ STEADY_FROM = 2  # steady-state throughput leaves out the first optimizer steps 
 NOTES = {  # what differs between the runs beyond the shared hyperparameters, printed under the table
     "a": "prepare_model_for_kbit_training under nf4 (gradient checkpointing), batch 2 x 4 accumulation, "
          "loss on every token, paged AdamW on a GPU",
-    "b": "TRL SFTTrainer defaults (gradient checkpointing on, its chunked LM head), completion-only loss, batch 8",
+    "b": "TRL SFTTrainer defaults (gradient checkpointing on, its chunked LM head), assistant-only loss on every "
+         "turn, batch 8",
     "c": "tunewise train defaults (no checkpointing, packed micro-batches, fused loss)",
     "d": "Unsloth FastLanguageModel + get_peft_model(use_gradient_checkpointing='unsloth'), TRL as Unsloth "
-         "patches it, completion-only loss, batch 8",
+         "patches it, assistant-only loss on every turn, batch 8",
     "e": "(b) + use_liger_kernel=True (Liger's RMSNorm/RoPE/SwiGLU; TRL refuses Liger's fused cross-entropy)",
 }
 
@@ -85,6 +87,31 @@ def messages_only(path: Path, out: Path, prompt_completion: bool) -> Path:
     target = out / ("pc.jsonl" if prompt_completion else "messages.jsonl")
     target.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return target
+
+
+# SmolLM2's ChatML template with TRL's {% generation %} markers around each assistant reply and its
+# <|im_end|>, so `assistant_only_loss` trains every assistant turn of a conversation, as tunewise does.
+# (Prompt/completion rows would train only the last turn: a quarter of the answers of the SQL
+# example's 3-6-question conversations.) `marked_template` checks it renders exactly as the original.
+_TURN = "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+_MARKED_TURN = ("{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}{% generation %}"
+                "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}{% else %}" + _TURN
+                + "{% endif %}")
+
+
+def marked_template(tokenizer, conversations: list[list[dict]]) -> str:
+    """The tokenizer's chat template with generation markers; refuses a template it does not know, or
+    one whose marked copy renders any conversation differently."""
+    original = tokenizer.chat_template
+    if _TURN not in original:
+        raise SystemExit("bench_train: the tokenizer's chat template is not SmolLM2's ChatML; "
+                         "add generation markers for it before comparing assistant-only losses")
+    marked = original.replace(_TURN, _MARKED_TURN)
+    for messages in conversations:
+        plain = tokenizer.apply_chat_template(messages, tokenize=False)
+        if tokenizer.apply_chat_template(messages, tokenize=False, chat_template=marked) != plain:
+            raise SystemExit("bench_train: the marked chat template renders differently from the original")
+    return marked
 
 
 def build_model(kind: str, tokenizer_dir: str, path: Path) -> str:
@@ -179,7 +206,7 @@ def sft_config(variant: str, out: Path, steps: int, **extra):
                      eval_strategy="steps" if variant == "a" else "no", eval_steps=50, bf16=True,
                      max_length=2048, optim="paged_adamw_32bit" if variant == "a" and on_gpu() else "adamw_torch",
                      report_to=[], use_cpu=not on_gpu(), seed=0,
-                     **({} if variant == "a" else {"completion_only_loss": True}), **extra)
+                     **({} if variant == "a" else {"assistant_only_loss": True}), **extra)
 
 
 def run_trl(variant: str, train: Path, out: Path, quant: str, model_name: str) -> None:
@@ -201,7 +228,9 @@ def run_trl(variant: str, train: Path, out: Path, quant: str, model_name: str) -
         model = prepare_model_for_kbit_training(model)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, lora_dropout=0.05, bias="none",
                       task_type="CAUSAL_LM")
-    data = messages_only(train, out, prompt_completion=(variant != "a"))
+    data = messages_only(train, out, prompt_completion=False)
+    if variant != "a":  # every assistant turn trained, nothing else: what tunewise trains
+        tokenizer.chat_template = marked_template(tokenizer, [json.loads(x)["messages"] for x in data.open()])
     dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     (out / "v").mkdir(exist_ok=True)
     val = load_dataset("json", data_files={"train": str(messages_only(SQL / "val.jsonl", out / "v", False))})["train"]
@@ -231,7 +260,9 @@ def run_unsloth(train: Path, out: Path, quant: str, model_name: str) -> None:
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=32, lora_dropout=0.05, bias="none",
                                              target_modules=TARGETS, use_gradient_checkpointing="unsloth",
                                              random_state=0)
-    dataset = load_dataset("json", data_files={"train": str(messages_only(train, out, True))})["train"]
+    data = messages_only(train, out, prompt_completion=False)
+    tokenizer.chat_template = marked_template(tokenizer, [json.loads(x)["messages"] for x in data.open()])
+    dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     clock = step_clock()
     trainer = SFTTrainer(model=model, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock],
                          args=sft_config("d", out, math.ceil(len(dataset) / 8)))

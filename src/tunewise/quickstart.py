@@ -33,6 +33,13 @@ from .rundir import RunDir
 from .train.loop import train
 
 BUNDLED_MODEL = "smollm2-135m-instruct"
+# Generation for evaluation in batches of 32 prompts (tunewise eval's default is 16): on the CPU a
+# decoding step's fixed costs (Python, dispatch, small kernels) are then paid for twice as many rows.
+# Measured on 2 cores, the base model's 128-token answers to the 48 test prompts (wall, peak RSS of
+# the process): batch 16 46.0 s 1785 MiB; 24 39.7 s 2326 MiB; 32 36.6 s 2663 MiB; 48 37.0 s 3867 MiB.
+# 48 raised the quickstart's peak RSS from 5.0 to 6.6 GB; 32 stays under training's peak
+# (docs/benchmarks.md, issue 23).
+EVAL_BATCH = 32
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "sql"
 
 
@@ -70,7 +77,8 @@ def run_quickstart(out: str | Path, console: Console) -> None:
         console.rule(f"3. evaluate base vs tuned on the {split} split ({what})")
         # the forgetting check measures the adapter, not the split: once is enough
         options = None if split == "test" else ForgettingOptions(probes=0)
-        result = compare(out / "run", example / f"{split}.jsonl", "sql_exec", forgetting=options)
+        result = compare(out / "run", example / f"{split}.jsonl", "sql_exec", batch_size=EVAL_BATCH,
+                         forgetting=options)
         write_json(result, out / f"eval{suffix}.json")
         write_html(result, out / f"report{suffix}.html", RunDir(out / "run").loss_png)
         console.print(score_table(result))
