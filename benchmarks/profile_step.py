@@ -154,7 +154,8 @@ def main() -> None:
     for path in args.without:
         switch_off(path)
     work = Path(tempfile.mkdtemp(prefix="tunewise-profile-"))
-    seconds, wall, steps, ops = profile_steps(config_file(work, args.examples, args.quant, args.batch), args.steps, args.warmup)
+    config = config_file(work, args.examples, args.quant, args.batch)
+    seconds, wall, steps, ops = profile_steps(config, args.steps, args.warmup)
     print(f"{steps} steps profiled, {wall:.2f} s wall ({wall / steps:.2f} s a step), "
           f"quant={args.quant}, "
           f"without {args.without or 'nothing'}, "
