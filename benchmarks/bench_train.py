@@ -79,12 +79,10 @@ def subset(n: int, out: Path) -> Path:
     return path
 
 
-def messages_only(path: Path, out: Path, prompt_completion: bool) -> Path:
-    rows = []
-    for line in path.read_text().splitlines():
-        msgs = json.loads(line)["messages"]
-        rows.append({"prompt": msgs[:-1], "completion": msgs[-1:]} if prompt_completion else {"messages": msgs})
-    target = out / ("pc.jsonl" if prompt_completion else "messages.jsonl")
+def messages_only(path: Path, out: Path) -> Path:
+    """The conversations of a tunewise JSONL file as TRL's conversational rows (`messages` only)."""
+    rows = [{"messages": json.loads(line)["messages"]} for line in path.read_text().splitlines()]
+    target = out / "messages.jsonl"
     target.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return target
 
@@ -228,12 +226,12 @@ def run_trl(variant: str, train: Path, out: Path, quant: str, model_name: str) -
         model = prepare_model_for_kbit_training(model)
     lora = LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS, lora_dropout=0.05, bias="none",
                       task_type="CAUSAL_LM")
-    data = messages_only(train, out, prompt_completion=False)
+    data = messages_only(train, out)
     if variant != "a":  # every assistant turn trained, nothing else: what tunewise trains
         tokenizer.chat_template = marked_template(tokenizer, [json.loads(x)["messages"] for x in data.open()])
     dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     (out / "v").mkdir(exist_ok=True)
-    val = load_dataset("json", data_files={"train": str(messages_only(SQL / "val.jsonl", out / "v", False))})["train"]
+    val = load_dataset("json", data_files={"train": str(messages_only(SQL / "val.jsonl", out / "v"))})["train"]
     liger = {"use_liger_kernel": True} if variant == "e" else {}
     args = sft_config(variant, out, math.ceil(len(dataset) / 8), **liger)
     clock = step_clock()
@@ -260,7 +258,7 @@ def run_unsloth(train: Path, out: Path, quant: str, model_name: str) -> None:
     model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=32, lora_dropout=0.05, bias="none",
                                              target_modules=TARGETS, use_gradient_checkpointing="unsloth",
                                              random_state=0)
-    data = messages_only(train, out, prompt_completion=False)
+    data = messages_only(train, out)
     tokenizer.chat_template = marked_template(tokenizer, [json.loads(x)["messages"] for x in data.open()])
     dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     clock = step_clock()

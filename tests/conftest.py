@@ -164,6 +164,21 @@ def lora_model():
     return _lora_model
 
 
+def _nonzero_b(model):
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="session")
+def nonzero_b():
+    """nonzero_b(model) -> the model, its lora_B weights drawn from N(0, 0.05): the adapters change the
+    output (PEFT initialises lora_B to zero, where every adapter path computes the same thing)"""
+    return _nonzero_b
+
+
 @pytest.fixture(scope="session")
 def encoded():
     """encoded(tokenizer, path) -> the encoded examples of a JSONL file (max_seq_len 256)"""

@@ -1,22 +1,15 @@
-"""evaluate/compare.py: the model evaluation generates with has its LoRA weights in the base's 16-bit
-compute dtype, and computes what training's forward (adapter matmuls under autocast) computed."""
+"""model/lora.py: adapters_in_compute_dtype, which evaluation applies to its model (evaluate/compare.py
+load_tuned, and the earlier task's adapter in evaluate/forgetting.py): LoRA weights in the base's
+16-bit compute dtype, the adapter matmuls in the precision training's autocast gave them."""
 
 import torch
 
-from tunewise.evaluate.compare import adapters_in_compute_dtype
+from tunewise.model.lora import adapters_in_compute_dtype
 from tunewise.train.loss import adapter_precision
 
 
-def _nonzero_b(model):
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return model
-
-
-def test_adapters_run_in_the_bases_dtype_as_in_training(tiny_model_dir, lora_model):
-    model = _nonzero_b(lora_model(tiny_model_dir, dtype="bfloat16")).eval()
+def test_adapters_run_in_the_bases_dtype_as_in_training(tiny_model_dir, lora_model, nonzero_b):
+    model = nonzero_b(lora_model(tiny_model_dir, dtype="bfloat16")).eval()
     ids = torch.randint(0, 1000, (2, 24))
     with torch.no_grad(), adapter_precision(model):  # training's precision, fp32 adapter weights
         trained = model(input_ids=ids).logits

@@ -327,15 +327,22 @@ def _weights_in_use(model) -> torch.Tensor:
         return model(input_ids=torch.tensor([[5, 17, 42, 99, 7]])).logits.float()
 
 
-def test_eval_reports_forgetting_and_the_earlier_task_after_from(parent_run, tiny_model_dir, chatml_tokenizer,
-                                                                 write_jsonl, tmp_path, cache, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # bf16: PEFT loads the earlier adapter in fp32
+def test_eval_reports_forgetting_and_the_earlier_task_after_from(dtype, parent_run, tiny_model_dir, chatml_tokenizer,
+                                                                 sql_example, write_jsonl, tmp_path, cache,
+                                                                 monkeypatch):
     run, sql_val = parent_run
+    if dtype != "float32":  # a parent trained in this dtype, its task recorded like parent_run's
+        train = write_jsonl(tmp_path / "sql.jsonl", [sql_example(i) for i in range(16)])
+        run = tmp_path / "parent"
+        loop.train(config(tiny_model_dir, train, sql_val, run, model__dtype=dtype))
     seed_answers(tiny_model_dir, chatml_tokenizer, measure_probes(6))
     compare(run, sql_val, "exact_match", max_new_tokens=8,
             forgetting=forgetting.ForgettingOptions(probes=4))  # records the earlier task in the run
     train = write_jsonl(tmp_path / "greet.jsonl", [greeting(i) for i in range(16)])
     val = write_jsonl(tmp_path / "greet_val.jsonl", [greeting(100 + i) for i in range(4)])
-    loop.train(config(tiny_model_dir, train, val, tmp_path / "child", lora__init_from=str(run), train__max_steps=2))
+    loop.train(config(tiny_model_dir, train, val, tmp_path / "child", lora__init_from=str(run), train__max_steps=2,
+                      model__dtype=dtype))
     seen, real_generate = [], forgetting.generate  # what each of the earlier task's generations ran on
 
     def spy(model, *args, **kwargs):
@@ -348,11 +355,14 @@ def test_eval_reports_forgetting_and_the_earlier_task_after_from(parent_run, tin
     monkeypatch.setattr(forgetting, "generate", real_generate)
     parent_logits, child_logits = (_weights_in_use(load_tuned(r, device="cpu")[0]) for r in (run, tmp_path / "child"))
     assert not torch.allclose(parent_logits, child_logits, rtol=0, atol=1e-4)  # the two adapters are told apart
-    assert len(seen) == 2  # before, then after (the base answers came from the cache)
-    torch.testing.assert_close(seen[0], parent_logits, rtol=1e-5, atol=1e-6)  # "before": the earlier adapter
-    torch.testing.assert_close(seen[1], child_logits, rtol=1e-5, atol=1e-6)  # "after": this run's
+    # before, then after; the base answers came from the cache, which seed_answers filled for fp32 only
+    assert len(seen) == (2 if dtype == "float32" else 3)
+    torch.testing.assert_close(seen[-2], parent_logits, rtol=1e-5, atol=1e-6)  # "before": the earlier adapter
+    torch.testing.assert_close(seen[-1], child_logits, rtol=1e-5, atol=1e-6)  # "after": this run's
     section = result["forgetting"]
-    assert section["probes"] == 6 and section["kl_per_token"] > 0
+    # (bf16's base answers are generated here, and a random model leaves some empty: fewer probes scored)
+    assert section["probes"] == 6 if dtype == "float32" else 0 < section["probes"] <= 6
+    assert section["kl_per_token"] > 0
     assert {"base_loss", "tuned_loss", "loss_change", "verdict", "advice", "cache"} <= section.keys()
     previous = section["previous_task"]
     assert previous["run"] == str(run.resolve()) and previous["metric"] == "exact_match" and previous["n"] == 4

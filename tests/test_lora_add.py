@@ -10,14 +10,6 @@ from tunewise.model.lora_add import fuse_lora_add
 from tunewise.train.loss import adapter_precision
 
 
-def nonzero_b(model):
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return model
-
-
 def forward_and_grads(model, ids, grads):
     model.zero_grad()
     with adapter_precision(model):
@@ -27,7 +19,8 @@ def forward_and_grads(model, ids, grads):
 
 
 @pytest.mark.parametrize("quantization, dtype", [("none", "bfloat16"), ("nf4", "bfloat16"), ("none", "float32")])
-def test_one_addmm_gives_pefts_output_and_gradients(quantization, dtype, tiny_model_dir, lora_model, grads):
+def test_one_addmm_gives_pefts_output_and_gradients(quantization, dtype, tiny_model_dir, lora_model, grads,
+                                                     nonzero_b):
     model = nonzero_b(lora_model(tiny_model_dir, dtype=dtype, quantization=quantization)).train()
     ids = torch.randint(0, 1000, (2, 24))
     want, want_grads = forward_and_grads(model, ids, grads)
@@ -47,7 +40,7 @@ def test_one_addmm_gives_pefts_output_and_gradients(quantization, dtype, tiny_mo
         assert float((g - want_grads[key]).norm() / want_grads[key].norm()) < 0.12, key  # 0.06; 0.23
 
 
-def test_cases_it_does_not_cover_run_pefts_forward(tiny_model_dir, lora_model, monkeypatch):
+def test_cases_it_does_not_cover_run_pefts_forward(tiny_model_dir, lora_model, monkeypatch, nonzero_b):
     model = nonzero_b(lora_model(tiny_model_dir)).eval()
     fuse_lora_add(model)
     calls = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import yaml
 from peft import PeftModel
 
@@ -14,6 +13,7 @@ from ..data.template import fold_system
 from ..device import pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
+from ..model.lora import adapters_in_compute_dtype
 from ..rundir import RunDir
 from .failures import add_failures
 from .forgetting import ForgettingOptions, forgetting_section, previous_run
@@ -45,26 +45,6 @@ def load_tuned(run_dir: str | Path, quantization: str | None = None, device: str
     adapters_in_compute_dtype(model)
     model.eval()
     return model, tokenizer, config
-
-
-def adapters_in_compute_dtype(model) -> int:
-    """Cast the LoRA weights to the base's 16-bit compute dtype, as training ran them.
-
-    PEFT loads adapters in fp32 and, in every adapted layer of every forward, copies the layer's
-    input to fp32, runs both adapter matmuls in fp32 and casts back. Training ran those matmuls in
-    the base's 16-bit dtype (train/loss.py: adapter_precision), so this is the model as trained
-    (tests/test_eval_precision.py: the same logits), and generation skips the copies: the 48 SQL test
-    prompts' tuned answers 29.8 -> 27.1 s on 2 cores, 1 answer of 48 different, the same 30/48
-    correct. A 32-bit base (merge's) is left alone. Returns how many tensors were cast."""
-    dtype = model.get_base_model().get_input_embeddings().weight.dtype
-    if dtype not in (torch.bfloat16, torch.float16):
-        return 0
-    cast = 0
-    for name, param in model.named_parameters():
-        if "lora_" in name and param.dtype != dtype:
-            param.data = param.data.to(dtype)
-            cast += 1
-    return cast
 
 
 def _check_references_first(metric, examples, references, data_path, run_dir, options: ForgettingOptions) -> None:

@@ -32,6 +32,7 @@ from ..data.template import fold_system, render, template_hash
 from ..errors import TunewiseError
 from ..files import write_atomic
 from ..model.load import resolve_model
+from ..model.lora import adapters_in_compute_dtype
 from ..rundir import RunDir
 from .generate import generate, prompt_messages
 from .metrics import get_metric
@@ -185,6 +186,7 @@ def previous_task(model, tokenizer, config: Config, previous: tuple[str, str, st
     prompts = [prompt_messages(fold_system(e.messages) if fold else e.messages) for e in examples]
     tools = [e.tools for e in examples]
     model.load_adapter(str(RunDir(run).adapter), adapter_name="previous")
+    adapters_in_compute_dtype(model)  # PEFT loads it in fp32: the same precision as this run's adapter
     try:
         model.set_adapter("previous")
         before = generate(model, tokenizer, prompts, max_new_tokens, batch_size, None, tools)
