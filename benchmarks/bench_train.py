@@ -97,9 +97,10 @@ _MARKED_TURN = ("{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistan
                 + "{% endif %}")
 
 
-def marked_template(tokenizer, conversations: list[list[dict]]) -> str:
+def marked_template(tokenizer, data: Path) -> str:
     """The tokenizer's chat template with generation markers; refuses a template it does not know, or
-    one whose marked copy renders any conversation differently."""
+    one whose marked copy renders any conversation of `data` (messages_only's rows) differently."""
+    conversations = [json.loads(line)["messages"] for line in data.read_text().splitlines()]
     original = tokenizer.chat_template
     if _TURN not in original:
         raise SystemExit("bench_train: the tokenizer's chat template is not SmolLM2's ChatML; "
@@ -228,7 +229,7 @@ def run_trl(variant: str, train: Path, out: Path, quant: str, model_name: str) -
                       task_type="CAUSAL_LM")
     data = messages_only(train, out)
     if variant != "a":  # every assistant turn trained, nothing else: what tunewise trains
-        tokenizer.chat_template = marked_template(tokenizer, [json.loads(x)["messages"] for x in data.open()])
+        tokenizer.chat_template = marked_template(tokenizer, data)
     dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     (out / "v").mkdir(exist_ok=True)
     val = load_dataset("json", data_files={"train": str(messages_only(SQL / "val.jsonl", out / "v"))})["train"]
@@ -259,7 +260,7 @@ def run_unsloth(train: Path, out: Path, quant: str, model_name: str) -> None:
                                              target_modules=TARGETS, use_gradient_checkpointing="unsloth",
                                              random_state=0)
     data = messages_only(train, out)
-    tokenizer.chat_template = marked_template(tokenizer, [json.loads(x)["messages"] for x in data.open()])
+    tokenizer.chat_template = marked_template(tokenizer, data)
     dataset = load_dataset("json", data_files={"train": str(data)})["train"]
     clock = step_clock()
     trainer = SFTTrainer(model=model, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock],

@@ -29,4 +29,3 @@ def test_a_32_bit_base_keeps_fp32_adapters(tiny_model_dir, lora_model):
     model = lora_model(tiny_model_dir, dtype="float32")
     assert adapters_in_compute_dtype(model) == 0
     assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
-

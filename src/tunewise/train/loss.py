@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from peft.helpers import disable_input_dtype_casting
 
 from ..data.masking import IGNORE
-from ..model.lora import base_model
+from ..model.lora import base_model, sixteen_bit_compute_dtype
 from ..plan import LOSS_CHUNK as CHUNK  # trained positions per LM-head chunk; the planner counts the same
 from .packing import packed_forward
 
@@ -45,12 +45,13 @@ def adapter_precision(model):
     stay fp32 (the optimizer updates fp32 masters), only the matmuls run in 16-bit, as in any
     mixed-precision trainer. A 32-bit base is left alone.
     """
-    embed = base_model(model).get_input_embeddings().weight
-    if embed.dtype not in (torch.bfloat16, torch.float16) or not hasattr(model, "get_base_model"):
+    dtype = sixteen_bit_compute_dtype(model)
+    if dtype is None or not hasattr(model, "get_base_model"):
         with nullcontext():
             yield
         return
-    with torch.autocast(embed.device.type, dtype=embed.dtype), disable_input_dtype_casting(model):
+    device = base_model(model).get_input_embeddings().weight.device
+    with torch.autocast(device.type, dtype=dtype), disable_input_dtype_casting(model):
         yield
 
 
