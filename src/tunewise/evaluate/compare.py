@@ -14,6 +14,7 @@ from ..device import pick_device
 from ..errors import TunewiseError
 from ..model.load import load_model, load_tokenizer, resolve_model
 from ..model.lora import adapters_in_compute_dtype
+from ..model.lora_add import fuse_lora_add
 from ..rundir import RunDir
 from .failures import add_failures
 from .forgetting import ForgettingOptions, forgetting_section, previous_run
@@ -43,6 +44,9 @@ def load_tuned(run_dir: str | Path, quantization: str | None = None, device: str
                       pick_device(device), config.model.trust_remote_code)
     model = PeftModel.from_pretrained(base, str(RunDir(run_dir).adapter))
     adapters_in_compute_dtype(model)
+    # training's one-matmul LoRA add (model/lora_add.py): the adapter's arithmetic as trained, and
+    # fewer ops in each adapted layer of every decoding step
+    fuse_lora_add(model)
     model.eval()
     return model, tokenizer, config
 
