@@ -318,3 +318,31 @@ def test_accelerate_mixed_precision_is_set_aside_and_fp16_fsdp_refused(monkeypat
     with pytest.raises(TunewiseError, match=r"train\.strategy fsdp with model\.dtype float16"):
         _check_sharding(Ranks(0, 2, "MULTI_GPU", "fsdp"), config(), "float16")
     _check_sharding(Ranks(0, 2, "MULTI_GPU", "ddp"), config(), "float16")  # DDP has its scaler
+
+
+def test_the_quickstart_trains_one_process_per_core_pair(setup, monkeypatch):
+    """quickstart.py: on a CPU with 2+ cores the example trains as 2 DDP processes (faster there, docs/
+    benchmarks.md), giving the adapter one process gives (dropout 0: up to float32 summation order)."""
+    from tunewise import quickstart
+
+    config = load_config(setup.config("qs2", batch_size=4, max_steps=4))
+    monkeypatch.setattr(quickstart.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert quickstart.training_processes(config) == (2, 2)
+    config.train.batch_size = 3  # each step's sequences could not be shared out evenly: one process
+    assert quickstart.training_processes(config) == (1, 4)
+    monkeypatch.setattr(quickstart.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    config.train.batch_size = 4
+    assert quickstart.training_processes(config) == (1, 1)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    quickstart.train_on_cpu_cores(config, 2, 1)
+    run([sys.executable, "-m", "tunewise.cli", "train", str(setup.config("qs1", batch_size=4, max_steps=4))],
+        setup.root)
+    manifest = json.loads((setup.root / "qs2" / "manifest.json").read_text())
+    assert (manifest["world_size"], manifest["engine"]) == (2, "MULTI_CPU")
+    one, two = adapter(setup.root / "qs1"), adapter(setup.root / "qs2")
+    assert max(float((two[n] - one[n]).abs().max()) for n in one) < 1e-4
+
+    config.train.batch_size = 3  # refused by every rank: the launch's exit code becomes one message
+    with pytest.raises(TunewiseError, match=r"training stopped \(exit code 1\) in its 2-process launch"):
+        quickstart.train_on_cpu_cores(config, 2, 1)
