@@ -41,8 +41,8 @@ BUNDLED_MODEL = "smollm2-135m-instruct"
 # decoding step's fixed costs (Python, dispatch, small kernels) are then paid for twice as many rows.
 # Measured on 2 cores, the base model's 128-token answers to the 48 test prompts (wall, peak RSS of
 # the process): batch 16 46.0 s 1785 MiB; 24 39.7 s 2326 MiB; 32 36.6 s 2663 MiB; 48 37.0 s 3867 MiB.
-# 48 raised the quickstart's peak RSS from 5.0 to 6.6 GB. 32's generation peak, measured alone, is
-# under training's; a whole quickstart at 32 is not yet measured (docs/benchmarks.md, issue 23).
+# 48 raised the quickstart's peak RSS from 5.0 to 6.6 GB; a whole quickstart at 32 peaked at 5.6 GB
+# with training in its own process, 3.1 GB with training in two child processes (docs/benchmarks.md).
 EVAL_BATCH = 32
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "sql"
 
