@@ -326,15 +326,22 @@ def test_the_quickstart_trains_one_process_per_core_pair(setup, monkeypatch):
     from tunewise import quickstart
 
     config = load_config(setup.config("qs2", batch_size=4, max_steps=4))
+    monkeypatch.setattr(quickstart, "pick_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(quickstart.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert quickstart.training_processes(config) == (2, 2)
+    assert quickstart.training_processes(config, one_process=True) == (1, 4)  # tunewise quickstart --one-process
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's thread count, for each process
+    assert quickstart.training_processes(config) == (2, 3)
     config.train.batch_size = 3  # each step's sequences could not be shared out evenly: one process
     assert quickstart.training_processes(config) == (1, 4)
-    monkeypatch.setattr(quickstart.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     config.train.batch_size = 4
+    monkeypatch.setattr(quickstart, "pick_device", lambda: torch.device("cuda", 0))
+    assert quickstart.training_processes(config) == (1, 4)
+    monkeypatch.setattr(quickstart, "pick_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(quickstart.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert quickstart.training_processes(config) == (1, 1)
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     quickstart.train_on_cpu_cores(config, 2, 1)
     run([sys.executable, "-m", "tunewise.cli", "train", str(setup.config("qs1", batch_size=4, max_steps=4))],
         setup.root)
@@ -343,6 +350,33 @@ def test_the_quickstart_trains_one_process_per_core_pair(setup, monkeypatch):
     one, two = adapter(setup.root / "qs1"), adapter(setup.root / "qs2")
     assert max(float((two[n] - one[n]).abs().max()) for n in one) < 1e-4
 
-    config.train.batch_size = 3  # refused by every rank: the launch's exit code becomes one message
-    with pytest.raises(TunewiseError, match=r"training stopped \(exit code 1\) in its 2-process launch"):
-        quickstart.train_on_cpu_cores(config, 2, 1)
+    odd = load_config(setup.config("qs3", batch_size=3, max_steps=4))  # refused by every rank
+    with pytest.raises(TunewiseError, match=r"training stopped in its 2-process launch \(the launcher exited"):
+        quickstart.train_on_cpu_cores(odd, 2, 1)
+    assert not (setup.root / "qs3" / "adapter").exists()
+
+
+def test_ctrl_c_stops_the_quickstarts_training_processes(setup):
+    """The launcher runs in its own session and its training processes in theirs: a Ctrl-C must reach
+    them through the launcher's shutdown, or they would go on training into the run after the
+    quickstart has said it was interrupted."""
+    out = setup.root / "interrupted"
+    config = setup.config("interrupted", max_steps=10**4)
+    script = ("from tunewise import quickstart; from tunewise.config import load_config; "
+              f"quickstart.train_on_cpu_cores(load_config({str(config)!r}), 2, 1)")
+    with open(setup.root / "interrupted.err", "w") as err:  # a file: a full pipe would stall the ranks
+        parent = subprocess.Popen([sys.executable, "-c", script], cwd=setup.root, stdout=subprocess.DEVNULL,
+                                  stderr=err)
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").is_file() or '"train"' not in (out / "metrics.jsonl").read_text():
+            assert parent.poll() is None and time.time() < deadline, (setup.root / "interrupted.err").read_text()
+            time.sleep(0.5)
+        parent.send_signal(signal.SIGINT)  # what the terminal's Ctrl-C sends the quickstart's process
+        assert parent.wait(timeout=90) != 0
+    finally:
+        parent.kill()
+    hold_lock(out / ".lock", "x")  # no trainer holds the run any more
+    steps = (out / "metrics.jsonl").read_text().count('"train"')
+    time.sleep(3)
+    assert (out / "metrics.jsonl").read_text().count('"train"') == steps  # and none goes on writing to it

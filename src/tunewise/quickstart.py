@@ -10,6 +10,7 @@ and questions from a second, independently written generator).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,8 @@ BUNDLED_MODEL = "smollm2-135m-instruct"
 # Measured on 2 cores, the base model's 128-token answers to the 48 test prompts (wall, peak RSS of
 # the process): batch 16 46.0 s 1785 MiB; 24 39.7 s 2326 MiB; 32 36.6 s 2663 MiB; 48 37.0 s 3867 MiB.
 # 48 raised the quickstart's peak RSS from 5.0 to 6.6 GB; a whole quickstart at 32 peaked at 5.6 GB
-# with training in its own process, 3.1 GB with training in two child processes (docs/benchmarks.md).
+# with training in its own process. With training in two child processes the largest process peaked
+# at 3.1 GB; the two training ranks run together, rank 0 peaking at 2.9 GB (docs/benchmarks.md).
 EVAL_BATCH = 32
 EXAMPLE = Path(__file__).resolve().parent / "examples" / "sql"
 
@@ -56,7 +58,7 @@ def _example_dir() -> Path:
     return EXAMPLE
 
 
-def run_quickstart(out: str | Path, console: Console) -> None:
+def run_quickstart(out: str | Path, console: Console, one_process: bool = False) -> None:
     out = Path(out)
     if (out / "run").exists():
         raise TunewiseError(f"{out} already holds a quickstart; pass --out to choose another directory")
@@ -73,7 +75,7 @@ def run_quickstart(out: str | Path, console: Console) -> None:
     if report.errors:
         raise TunewiseError("the example data failed its check; regenerate it with examples/sql/generate.py")
 
-    processes, threads = training_processes(config)
+    processes, threads = training_processes(config, one_process)
     how = f", {processes} processes of {threads} thread{'s' * (threads > 1)} each" if processes > 1 else ""
     console.rule(f"2. train (LoRA on smollm2-135m-instruct{how})")
     if processes > 1:
@@ -113,18 +115,20 @@ def run_quickstart(out: str | Path, console: Console) -> None:
                   f"--eval {out / 'eval.json'}")
 
 
-def training_processes(config: Config) -> tuple[int, int]:
+def training_processes(config: Config, one_process: bool = False) -> tuple[int, int]:
     """(processes, threads each) for the quickstart's training. On a CPU with two or more cores,
-    two processes (DDP over gloo, the step's sequences dealt between them as in any launch) train
-    faster than one process with every core: 30 steps of the SQL example on 2 cores, two rounds
-    alternating, 86.0 and 87.7 s for one process of 2 threads against 77.9 and 76.3 s for two of 1
+    two processes (DDP over gloo, each step's sequences dealt between them as in any launch) train
+    faster than one process with every core: 30 steps of the SQL example on 2 cores, four rounds
+    alternating, 85.4 s for one process of 2 threads against 76.3 s for two of 1 on average
     (docs/benchmarks.md, issue 23). Each process runs its own Python and small kernels on its own
-    core instead of both waiting on one thread's dispatch. A GPU, or an odd batch (each optimizer
-    step's sequences are shared out evenly), keeps one process."""
+    core instead of both waiting on one thread's dispatch. A GPU, Windows (no gloo launch to rely
+    on), an odd batch (each step's sequences are shared out evenly) or `one_process` keep one.
+    Threads each: OMP_NUM_THREADS when the user set it, else half the cores this process may use."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if pick_device().type != "cpu" or cores < 2 or config.train.batch_size % 2:
+    if one_process or os.name == "nt" or pick_device().type != "cpu" or cores < 2 or config.train.batch_size % 2:
         return 1, cores
-    return 2, cores // 2
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return 2, int(threads) if threads.isdigit() and int(threads) > 0 else cores // 2
 
 
 def train_on_cpu_cores(config: Config, processes: int, threads: int) -> None:
@@ -135,12 +139,29 @@ def train_on_cpu_cores(config: Config, processes: int, threads: int) -> None:
         path.write_text(dump_config(config))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                    "-m", "tunewise.cli", "train", str(path), "--device", "cpu"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        code = subprocess.run(command, env=env).returncode
+        # a session of its own: the terminal's Ctrl-C reaches the launcher from _wait, exactly once
+        code = _wait(subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+                                      start_new_session=True))
     if code:
-        raise TunewiseError(f"training stopped (exit code {code}) in its {processes}-process launch; the "
-                            f"reason is printed above. The same training in one process: tunewise train "
-                            f"{EXAMPLE / 'config.yaml'} output_dir={config.output_dir}")
+        raise TunewiseError(f"training stopped in its {processes}-process launch (the launcher exited with "
+                            f"{code}; the training's own error is printed above). To train in one process "
+                            "instead: tunewise quickstart --one-process --out ANOTHER_DIR")
+
+
+def _wait(launcher: subprocess.Popen) -> int:
+    """The launcher's exit code. On Ctrl-C the launcher gets one SIGINT and is left to stop its
+    training processes: they run in sessions of their own, and only the launcher's shutdown
+    (the signal, then SIGKILL after 30 s) ends them. Killing the launcher first, or a second
+    signal during its shutdown, would leave them training."""
+    try:
+        return launcher.wait()
+    except KeyboardInterrupt:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            launcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+        raise
 
 
 def ask_one(data: Path, merged_dir: Path, console: Console) -> bool:
