@@ -356,23 +356,24 @@ def test_the_quickstart_trains_one_process_per_core_pair(setup, monkeypatch):
     assert not (setup.root / "qs3" / "adapter").exists()
 
 
-def test_ctrl_c_stops_the_quickstarts_training_processes(setup):
-    """The launcher runs in its own session and its training processes in theirs: a Ctrl-C must reach
-    them through the launcher's shutdown, or they would go on training into the run after the
-    quickstart has said it was interrupted."""
-    out = setup.root / "interrupted"
-    config = setup.config("interrupted", max_steps=10**4)
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_stops_the_quickstarts_training_processes(setup, stop):
+    """The launcher runs in its own session and its training processes in theirs: a Ctrl-C (or a kill)
+    must reach them through the launcher's shutdown, or they would go on training into the run after
+    the quickstart has said it was interrupted."""
+    out = setup.root / f"interrupted-{stop.name}"
+    config = setup.config(out.name, max_steps=10**4)
     script = ("from tunewise import quickstart; from tunewise.config import load_config; "
               f"quickstart.train_on_cpu_cores(load_config({str(config)!r}), 2, 1)")
-    with open(setup.root / "interrupted.err", "w") as err:  # a file: a full pipe would stall the ranks
+    with open(out.with_suffix(".err"), "w") as err:  # a file: a full pipe would stall the ranks
         parent = subprocess.Popen([sys.executable, "-c", script], cwd=setup.root, stdout=subprocess.DEVNULL,
                                   stderr=err)
     try:
         deadline = time.time() + 120
         while not (out / "metrics.jsonl").is_file() or '"train"' not in (out / "metrics.jsonl").read_text():
-            assert parent.poll() is None and time.time() < deadline, (setup.root / "interrupted.err").read_text()
+            assert parent.poll() is None and time.time() < deadline, out.with_suffix(".err").read_text()
             time.sleep(0.5)
-        parent.send_signal(signal.SIGINT)  # what the terminal's Ctrl-C sends the quickstart's process
+        parent.send_signal(stop)  # SIGINT: what the terminal's Ctrl-C sends the quickstart's process
         assert parent.wait(timeout=90) != 0
     finally:
         parent.kill()

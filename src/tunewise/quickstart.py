@@ -149,10 +149,11 @@ def train_on_cpu_cores(config: Config, processes: int, threads: int) -> None:
 
 
 def _wait(launcher: subprocess.Popen) -> int:
-    """The launcher's exit code. On Ctrl-C the launcher gets one SIGINT and is left to stop its
-    training processes: they run in sessions of their own, and only the launcher's shutdown
-    (the signal, then SIGKILL after 30 s) ends them. Killing the launcher first, or a second
-    signal during its shutdown, would leave them training."""
+    """The launcher's exit code. On Ctrl-C (or a SIGTERM to the quickstart) the launcher gets one
+    SIGINT and is left to stop its training processes: they run in sessions of their own, and only
+    the launcher's shutdown (the signal, then SIGKILL after 30 s) ends them. Killing the launcher
+    first, or a second signal during its shutdown, would leave them training."""
+    previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
         return launcher.wait()
     except KeyboardInterrupt:
@@ -162,6 +163,12 @@ def _wait(launcher: subprocess.Popen) -> int:
         except subprocess.TimeoutExpired:
             launcher.kill()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
 
 
 def ask_one(data: Path, merged_dir: Path, console: Console) -> bool:
