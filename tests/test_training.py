@@ -252,3 +252,47 @@ def test_validation_does_not_change_qlora_training(tiny_model_dir, sql_data, tmp
         events = [json.loads(line) for line in (tmp_path / f"v{every}" / "metrics.jsonl").read_text().splitlines()]
         losses[every] = [(e["loss"], e["grad_norm"]) for e in events if e["event"] == "train"]
     assert losses[1] == losses[100]
+
+
+def _idle_share(steps: list[list[int]], lengths: list[int]) -> float:
+    """The share of two ranks' time spent waiting, when each trains one of a step's two sequences."""
+    return 1 - sum(sum(lengths[i] for i in s) / 2 for s in steps) / sum(max(lengths[i] for i in s) for s in steps)
+
+
+def test_group_by_length_pairs_similar_lengths_in_a_random_order():
+    """Each epoch still trains every example once, in a seeded order, but a step's two sequences are
+    of similar length, so neither of two ranks waits long for the other."""
+    from tunewise.data.batching import GROUP_STEPS, step_indices, steps_per_epoch
+
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(150, 580, (387,), generator=g).tolist()  # odd: the epoch's last step is short
+    n, per_epoch = len(lengths), steps_per_epoch(len(lengths), 2)
+    for epoch in (0, 1):
+        grouped = [step_indices(n, 2, 0, epoch * per_epoch + k, lengths) for k in range(per_epoch)]
+        plain = [step_indices(n, 2, 0, epoch * per_epoch + k) for k in range(per_epoch)]
+        assert sorted(i for s in grouped for i in s) == list(range(n))  # every example once
+        assert [len(s) for s in grouped] == [2] * (per_epoch - 1) + [1]  # the short step stays last
+        assert _idle_share(grouped[:-1], lengths) < 0.01 < 0.08 < _idle_share(plain[:-1], lengths)
+        first_span = [max(lengths[i] for i in s) for s in grouped[:GROUP_STEPS]]
+        assert first_span != sorted(first_span, reverse=True)  # the steps are shuffled, not longest first
+    assert step_indices(n, 2, 0, 0, lengths) != step_indices(n, 2, 0, per_epoch, lengths)  # a new order each epoch
+    assert step_indices(n, 2, 0, 5, lengths) != step_indices(n, 2, 1, 5, lengths)  # and each seed
+
+
+def test_training_takes_its_steps_from_group_by_length(tiny_model_dir, sql_data, tmp_path, monkeypatch):
+    from tunewise.data.batching import step_indices
+
+    seen, real = [], loop.rank_micro_batches
+
+    def recorded(indices, lengths, *args):
+        seen.append((indices, lengths))
+        return real(indices, lengths, *args)
+
+    monkeypatch.setattr(loop, "rank_micro_batches", recorded)
+    loop.train(run_config(tiny_model_dir, sql_data, tmp_path / "g", max_steps=4, eval_every=100, save_every=100,
+                          group_by_length=True))
+    lengths = seen[0][1]
+    assert len(lengths) == 24 and len(set(lengths)) > 1  # the training set's lengths, and they differ
+    steps = [indices for indices, _ in seen[:4]]
+    assert steps == [step_indices(len(lengths), 4, 0, k, lengths) for k in range(4)]
+    assert steps != [step_indices(len(lengths), 4, 0, k) for k in range(4)]

@@ -128,7 +128,8 @@ def step_gradients(s: Session, step: int) -> tuple[float, int, int]:
     trained tokens, tokens), each over the whole step."""
     tc = s.config.train
     lengths = [len(x.input_ids) for x in s.data.train]
-    indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step)  # the whole step, all ranks
+    indices = step_indices(len(s.data.train), tc.batch_size, tc.seed, step,  # the whole step, all ranks
+                           lengths if tc.group_by_length else None)
     plan = rank_micro_batches(indices, lengths, tc.micro_batch_size, s.token_budget, s.ranks)
     batches = [make_batch([s.data.train[i] for i in m.indices], s.pad_id, s.packed) for m in plan]
     loss, step_tokens = accumulate_gradients(s.forward, batches, s.accelerator, s.scaler, [m.weight for m in plan])

@@ -29,8 +29,8 @@ _SCALE = ("the adapter was trained at scale lora.alpha / lora.r; another alpha r
           "the middle of the run (train --from refuses it too)")
 _PARENT = "the checkpoint's weights already continue from the first value; lora.init_from only starts a run"
 _ORDER = ("the checkpoint's data position is a step number in the order drawn from the data, the validation "
-          "split, the replay sample, train.seed and train.batch_size; another value would train some examples "
-          "twice and skip others")
+          "split, the replay sample, train.seed, train.batch_size and train.group_by_length; another value "
+          "would train some examples twice and skip others")
 _ENCODING = ("the best validation loss so far, which picks adapter/, was measured on the examples as encoded "
              "under the first value; later losses would not compare with it")
 
@@ -41,8 +41,8 @@ REFUSED = {
     "model.name": _LOADED, "model.quantization": _LOADED, "lora.r": _LOADED, "lora.target_modules": _LOADED,
     "lora.alpha": _SCALE, "lora.init_from": _PARENT,
     "data.train": _ORDER, "data.val": _ORDER, "data.val_fraction": _ORDER, "data.replay": _ORDER,
-    "train.seed": _ORDER, "train.batch_size": _ORDER, "data.format": _ORDER, "data.columns": _ORDER,
-    "data.roles": _ORDER, "train.strategy": _SHARDS,
+    "train.seed": _ORDER, "train.batch_size": _ORDER, "train.group_by_length": _ORDER, "data.format": _ORDER,
+    "data.columns": _ORDER, "data.roles": _ORDER, "train.strategy": _SHARDS,
     "data.max_seq_len": _ENCODING, "data.fold_system_prompt": _ENCODING, "data.end_of_turn": _ENCODING,
 }
 # The learning-rate schedule: a change to any of these is reported with the lr the next step uses.
