@@ -107,7 +107,9 @@ class TrainConfig(_Strict):
     """Put sequences of similar length in the same optimizer step (spans of 50 steps sorted by
     length, the steps shuffled; data/batching.epoch_order). Under several processes a step waits for
     the rank with the longest share: random pairs of the SQL example's 150-579-token conversations
-    left 12% of two ranks' time idle. A different order of the same data, not the same run."""
+    left 12% of two ranks' time idle. A different order of the same data, not the same run: on that
+    example it trained 7% faster as two processes and scored higher on held-out questions of the
+    training style but lower under a style shift (docs/benchmarks.md), so the example leaves it off."""
     report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
     """Trackers that also get metrics.jsonl's numbers and the resolved config, through accelerate:
     TensorBoard files in output_dir/tensorboard; MLflow in $MLFLOW_TRACKING_URI or a file store in
