@@ -41,9 +41,9 @@ def step_indices(n_examples: int, batch_size: int, seed: int, step: int,
     return order[k * batch_size : (k + 1) * batch_size]
 
 
-# Steps whose sequences are sorted together under group_by_length: Hugging Face's
-# LengthGroupedSampler sorts within "megabatches" of 50 batches too. Wider pairs closer lengths but
-# draws the steps of a stretch of the epoch from fewer examples' mix.
+# Steps whose sequences are sorted together under group_by_length (Hugging Face's LengthGroupedSampler
+# sorts "megabatches" of 50 batches too): a wider span pairs closer lengths, a narrower one keeps
+# the steps closer to random pairs.
 GROUP_STEPS = 50
 
 
@@ -64,7 +64,7 @@ def epoch_order(n_examples: int, batch_size: int, seed: int, lengths: tuple[int,
     for start in range(0, n_examples, span):
         ranked = sorted(order[start : start + span], key=lambda i: lengths[i], reverse=True)
         steps += [ranked[j : j + batch_size] for j in range(0, len(ranked), batch_size)]
-    short = [steps.pop()] if len(steps[-1]) < batch_size else []  # only the epoch's last step can be short
+    short = [steps.pop()] if steps and len(steps[-1]) < batch_size else []  # only the epoch's last can be short
     shuffled = [steps[k] for k in torch.randperm(len(steps), generator=g).tolist()]
     return [i for step in shuffled + short for i in step]
 
