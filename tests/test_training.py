@@ -37,6 +37,45 @@ def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql
         torch.testing.assert_close(g_ours[name], g, rtol=1e-4, atol=1e-6)
 
 
+def test_the_loss_on_a_cpu_takes_chunks_whose_logits_stay_small(tiny_model_dir, chatml_tokenizer, sql_data, lora_model,
+                                                               encoded, grads, monkeypatch):
+    """On a CPU the head's logits are computed a few positions at a time (plan.loss_chunk), and the
+    loss and gradients are those of one chunk over every position."""
+    from tunewise import plan
+    from tunewise.train import loss as loss_module
+
+    model = lora_model(tiny_model_dir)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    batch = collate(encoded(chatml_tokenizer, sql_data[0])[:4], chatml_tokenizer.pad_token_id)
+    whole, n = summed_loss(model, batch)  # the tiny vocabulary fits every position in one chunk
+    whole.backward()
+    g_whole = grads(model)
+    model.zero_grad()
+    assert plan.loss_chunk(vocab, on_gpu=False) >= n
+    monkeypatch.setattr(plan, "CPU_CHUNK_BYTES", 4 * vocab * 5)  # 5 positions' fp32 logits
+    assert plan.loss_chunk(vocab, on_gpu=False) == 5 and plan.loss_chunk(vocab, on_gpu=True) == plan.LOSS_CHUNK
+    rows = []
+    linear = torch.nn.functional.linear
+
+    def head_matmul(h, weight, *args):
+        if weight.shape[0] == vocab:
+            rows.append(h.shape[0])
+        return linear(h, weight, *args)
+
+    monkeypatch.setattr(loss_module.F, "linear", head_matmul)
+    chunked, n_chunked = summed_loss(model, batch)
+    chunked.backward()
+    assert n_chunked == n and sum(rows) == n and max(rows) == 5  # every trained position, 5 at a time
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-4)
+    for name, g in grads(model).items():  # the head's matmul over 5 rows rounds in another order
+        torch.testing.assert_close(g, g_whole[name], rtol=1e-4, atol=1e-5)
+    assert plan.loss_chunk(49152, on_gpu=False) * 4 * 49152 <= 16 * 2**20 < plan.LOSS_CHUNK * 4 * 49152  # SmolLM2
+
+
 def test_gradient_accumulation_is_exact(tiny_model_dir, chatml_tokenizer, sql_data, lora_model, encoded, grads):
     """Batch 4 in one pass == 2 micro-batches of 2: same loss, same gradients."""
     model = lora_model(tiny_model_dir)

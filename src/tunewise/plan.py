@@ -15,8 +15,8 @@ forward pass, when all saved activations are alive), in bytes:
   times layers; with gradient checkpointing only each layer's input is kept, plus one layer's
   activations while it is recomputed.
 - logits/loss: tunewise computes logits only at trained positions, in fp32 chunks of
-  `LOSS_CHUNK` positions (train/loss.py); the planner assumes every position is trained unless
-  told otherwise (`trained_fraction`).
+  `LOSS_CHUNK` positions on a GPU (fewer on a CPU: `loss_chunk`; train/loss.py); the planner
+  assumes every position is trained unless told otherwise (`trained_fraction`).
 Framework overhead (CUDA context, allocator slack, the Python process) is not a tensor and is
 listed separately.
 """
@@ -32,7 +32,21 @@ from .errors import TunewiseError
 
 GIB = 1024**3
 CUDA_OVERHEAD = int(0.5 * GIB)  # CUDA context + allocator slack, typical on a recent driver
-LOSS_CHUNK = 2048  # trained positions per LM-head chunk: train/loss.py computes in these, the planner counts them
+LOSS_CHUNK = 2048  # trained positions per LM-head chunk on a GPU: train/loss.py computes these, the planner counts them
+CPU_CHUNK_BYTES = 16 * 2**20  # a CPU chunk's fp32 logits at most: see loss_chunk
+
+
+def loss_chunk(vocab: int, on_gpu: bool) -> int:
+    """Trained positions per LM-head chunk of the loss (train/loss.py).
+
+    On a CPU a chunk's fp32 logits are kept within 16 MiB. glibc serves an allocation above its mmap
+    threshold (at most 32 MiB) from fresh pages mapped for it and returns them when it is freed, so a
+    2048-position chunk (400 MiB of fp32 logits at SmolLM2's 49k vocabulary) faulted in every page of
+    its buffers again on every step: 110-170k page faults a step. Smaller buffers come back from the
+    heap already mapped (docs/benchmarks.md, issue 23). A GPU's caching allocator has no such cost."""
+    if on_gpu:
+        return LOSS_CHUNK
+    return max(1, min(LOSS_CHUNK, CPU_CHUNK_BYTES // (4 * vocab)))
 
 
 @dataclass(frozen=True)
@@ -229,8 +243,9 @@ def micro_batch_tokens(shape: Shape, method: str, longest: int, free_bytes: int,
     # the positions of the one chunk being worked on
     kept = per_token + 2 * trained_fraction * shape.hidden
     fit = int(usable / (kept + 10 * trained_fraction * shape.vocab))
-    if trained_fraction * fit > LOSS_CHUNK:
-        fit = int(max(usable - 10 * shape.vocab * LOSS_CHUNK, 0) / kept)
+    chunk = loss_chunk(shape.vocab, on_gpu)
+    if trained_fraction * fit > chunk:
+        fit = int(max(usable - 10 * shape.vocab * chunk, 0) / kept)
     cap = GPU_TOKEN_CAP if on_gpu else CPU_TOKEN_CAP
     return max(longest, min(fit, cap)), fit >= longest
 

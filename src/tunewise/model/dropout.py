@@ -57,6 +57,7 @@ class _DroppedLinear(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, keep = ctx.saved_tensors
         grad = grad * ctx.scale  # [tokens, r]: cheaper to scale than either [tokens, features] side
+        keep = keep.to(x.dtype)  # once for both products: each mixed-dtype product would convert it again
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             grad_x = (grad @ weight).mul_(keep)

@@ -32,7 +32,7 @@ from peft.helpers import disable_input_dtype_casting
 
 from ..data.masking import IGNORE
 from ..model.lora import base_model, sixteen_bit_compute_dtype
-from ..plan import LOSS_CHUNK as CHUNK  # trained positions per LM-head chunk; the planner counts the same
+from ..plan import loss_chunk  # trained positions per LM-head chunk; the planner counts the same
 from .packing import packed_forward
 
 
@@ -90,12 +90,13 @@ def _summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, i
     keep = targets != IGNORE
     selected = hidden[:, :-1][keep]
     wanted = targets[keep]
+    chunk = loss_chunk(head.weight.shape[0], hidden.device.type != "cpu")
     if _frozen_linear(head):
-        return _HeadCrossEntropy.apply(selected, head.weight, wanted, CHUNK, logit_map), int(wanted.numel())
+        return _HeadCrossEntropy.apply(selected, head.weight, wanted, chunk, logit_map), int(wanted.numel())
     total = hidden.new_zeros((), dtype=torch.float32)  # a head that trains: autograd's own chunks
-    for start in range(0, wanted.numel(), CHUNK):
-        logits = logit_map(head(selected[start : start + CHUNK]).float())
-        total = total + F.cross_entropy(logits, wanted[start : start + CHUNK], reduction="sum")
+    for start in range(0, wanted.numel(), chunk):
+        logits = logit_map(head(selected[start : start + chunk]).float())
+        total = total + F.cross_entropy(logits, wanted[start : start + chunk], reduction="sum")
     return total, int(wanted.numel())
 
 
