@@ -39,11 +39,12 @@ CPU_CHUNK_BYTES = 16 * 2**20  # a CPU chunk's fp32 logits at most: see loss_chun
 def loss_chunk(vocab: int, on_gpu: bool) -> int:
     """Trained positions per LM-head chunk of the loss (train/loss.py).
 
-    On a CPU a chunk's fp32 logits are kept within 16 MiB. glibc serves an allocation above its mmap
-    threshold (at most 32 MiB) from fresh pages mapped for it and returns them when it is freed, so a
-    2048-position chunk (400 MiB of fp32 logits at SmolLM2's 49k vocabulary) faulted in every page of
-    its buffers again on every step: 110-170k page faults a step. Smaller buffers come back from the
-    heap already mapped (docs/benchmarks.md, issue 23). A GPU's caching allocator has no such cost."""
+    On a CPU a chunk's fp32 logits are kept within 16 MiB (85 positions at SmolLM2's 49k vocabulary).
+    glibc serves an allocation above its mmap threshold (at most 32 MiB) from pages mapped for it and
+    unmaps them when it is freed, so the SQL benchmark's one chunk of ~1000 positions (~200 MB of fp32
+    logits) faulted its buffers in again on every step: 133-222k page faults a step, against 6-125k
+    in 16 MiB chunks, and 310-430 MiB more peak RSS; the loss alone took 610-641 ms against 476-493
+    (docs/benchmarks.md, issue 23). A GPU's caching allocator has no such cost."""
     if on_gpu:
         return LOSS_CHUNK
     return max(1, min(LOSS_CHUNK, CPU_CHUNK_BYTES // (4 * vocab)))
