@@ -13,13 +13,16 @@ Every profiled op's *self* time is put in one class, by name and input shapes:
   norms/rotary/elementwise   the rest of aten (RMSNorm, rotary, SiLU, adds, casts, copies)
   python/dispatch the step's wall time not inside any profiled op (Python, autograd bookkeeping)
 
-    .venv/bin/python benchmarks/profile_step.py --steps 3 [--quant none] [--examples 240]
+    .venv/bin/python benchmarks/profile_step.py --steps 3 [--quant none] [--examples 240] [--by-op]
+
+It also prints a step's minor page faults and kernel CPU time (getrusage over the profiled steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -119,10 +122,16 @@ def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, flo
         loop.train_step(s, step)
     vocab = s.model.get_input_embeddings().weight.shape[0]
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        before = resource.getrusage(resource.RUSAGE_SELF)
         tick = time.perf_counter()
         for step in range(warmup, warmup + steps):
             loop.train_step(s, step)
         wall = time.perf_counter() - tick
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    # page faults and kernel time: fresh buffers above glibc's mmap threshold are faulted in page by page
+    # (how the CPU loss chunk was found, plan.loss_chunk)
+    kernel = {"minor page faults": (after.ru_minflt - before.ru_minflt) / steps,
+              "kernel CPU s": (after.ru_stime - before.ru_stime) / steps}
     events = [e for e in prof.events() if e.device_type.name == "CPU"]
     optim = marked_ranges(events, "Optimizer.step#AdamW.step") + marked_ranges(events, "tunewise.clip")
     data = marked_ranges(events, "tunewise.data")
@@ -137,7 +146,7 @@ def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, flo
         seconds[cls] += e.self_cpu_time_total / 1e6
         ops[(cls, e.name, str(e.input_shapes))] += e.self_cpu_time_total / 1e6
     seconds["python/dispatch"] = max(wall - sum(seconds.values()), 0.0)
-    return seconds, wall, steps, ops
+    return seconds, wall, steps, ops, kernel
 
 
 def main() -> None:
@@ -148,6 +157,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="sequences a step (the quickstart trains 2)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--top", type=int, default=0, help="also list the N ops (name, shapes) that took longest")
+    parser.add_argument("--by-op", action="store_true", help="also list each class's time by op name")
     parser.add_argument("--without", action="append", default=[], help="a speed path to switch off: lora_add")
     parser.add_argument("--json", help="write the table as JSON here too")
     args = parser.parse_args()
@@ -155,7 +165,7 @@ def main() -> None:
         switch_off(path)
     work = Path(tempfile.mkdtemp(prefix="tunewise-profile-"))
     config = config_file(work, args.examples, args.quant, args.batch)
-    seconds, wall, steps, ops = profile_steps(config, args.steps, args.warmup)
+    seconds, wall, steps, ops, kernel = profile_steps(config, args.steps, args.warmup)
     print(f"{steps} steps profiled, {wall:.2f} s wall ({wall / steps:.2f} s a step), "
           f"quant={args.quant}, "
           f"without {args.without or 'nothing'}, "
@@ -163,10 +173,19 @@ def main() -> None:
     print("| op class | s a step | share |\n|---|---|---|")
     for cls in CLASSES:
         print(f"| {cls} | {seconds[cls] / steps:.3f} | {seconds[cls] / wall:.1%} |")
+    print(f"a step: {kernel['minor page faults']:.0f} minor page faults, "
+          f"{kernel['kernel CPU s']:.2f} s of kernel CPU time")
     for (cls, name, shapes), t in sorted(ops.items(), key=lambda kv: -kv[1])[:args.top]:
         print(f"{t / steps:7.3f} s  {cls:<26} {name} {shapes[:150]}")
+    if args.by_op:
+        by_op: dict[tuple, float] = defaultdict(float)
+        for (cls, name, _), t in ops.items():
+            by_op[(cls, name)] += t
+        for (cls, name), t in sorted(by_op.items(), key=lambda kv: -kv[1]):
+            if t / steps >= 0.005:
+                print(f"{t / steps:7.3f} s  {cls:<26} {name}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"wall": wall, "steps": steps, "seconds": dict(seconds)}))
+        Path(args.json).write_text(json.dumps({"wall": wall, "steps": steps, "seconds": dict(seconds), **kernel}))
 
 
 if __name__ == "__main__":

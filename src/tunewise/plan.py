@@ -43,8 +43,9 @@ def loss_chunk(vocab: int, on_gpu: bool) -> int:
     glibc serves an allocation above its mmap threshold (at most 32 MiB) from pages mapped for it and
     unmaps them when it is freed, so the SQL benchmark's one chunk of ~1000 positions (~200 MB of fp32
     logits) faulted its buffers in again on every step: 133-222k page faults a step, against 6-125k
-    in 16 MiB chunks, and 310-430 MiB more peak RSS; the loss alone took 610-641 ms against 476-493
-    (docs/benchmarks.md, issue 23). A GPU's caching allocator has no such cost."""
+    in 16 MiB chunks, and 210-430 MiB more peak RSS. The loss alone took 610-641 ms against 476-493;
+    a whole step was not measurably faster (docs/benchmarks.md, issue 23). A GPU's caching allocator
+    has no such cost."""
     if on_gpu:
         return LOSS_CHUNK
     return max(1, min(LOSS_CHUNK, CPU_CHUNK_BYTES // (4 * vocab)))
