@@ -15,7 +15,8 @@ Every profiled op's *self* time is put in one class, by name and input shapes:
 
     .venv/bin/python benchmarks/profile_step.py --steps 3 [--quant none] [--examples 240] [--by-op]
 
-It also prints a step's minor page faults and kernel CPU time (getrusage over the profiled steps).
+It also prints a step's minor page faults and kernel CPU time (getrusage over the profiled steps;
+the profiler's own allocations are in them, so compare them between runs of this script only).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def switch_off(path: str) -> None:
         raise SystemExit(f"--without: unknown speed path {path!r}")
 
 
-def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, float, int]:
+def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, float, int, dict, dict]:
     from rich.console import Console
 
     from tunewise.config import load_config

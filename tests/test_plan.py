@@ -130,6 +130,10 @@ def test_auto_micro_batch_follows_free_memory():
     # checkpointing keeps one layer's activations: far more tokens in the same memory
     ckpt, _ = micro_batch_tokens(smol, "qlora", 200, 2 * GIB, True, 0.1, gradient_checkpointing=True)
     assert ckpt > 5 * tokens
+    # a CPU keeps a smaller loss chunk in flight (plan.loss_chunk), so the same memory holds more tokens
+    cpu, _ = micro_batch_tokens(smol, "qlora", 200, 2 * GIB, on_gpu=False)
+    gpu, _ = micro_batch_tokens(smol, "qlora", 200, 2 * GIB, on_gpu=True)
+    assert gpu < cpu < CPU_TOKEN_CAP
     # not even one sequence fits: one sequence per micro-batch, and the caller warns
     assert micro_batch_tokens(smol, "qlora", 4096, 100 * 2**20, on_gpu=True) == (4096, False)
 

@@ -34,6 +34,7 @@ GIB = 1024**3
 CUDA_OVERHEAD = int(0.5 * GIB)  # CUDA context + allocator slack, typical on a recent driver
 LOSS_CHUNK = 2048  # trained positions per LM-head chunk on a GPU: train/loss.py computes these, the planner counts them
 CPU_CHUNK_BYTES = 16 * 2**20  # a CPU chunk's fp32 logits at most: see loss_chunk
+CPU_CHUNK_MIN = 64  # but at least this many positions: see loss_chunk
 
 
 def loss_chunk(vocab: int, on_gpu: bool) -> int:
@@ -45,10 +46,14 @@ def loss_chunk(vocab: int, on_gpu: bool) -> int:
     logits) faulted its buffers in again on every step: 133-222k page faults a step, against 6-125k
     in 16 MiB chunks, and 210-430 MiB more peak RSS. The loss alone took 610-641 ms against 476-493;
     a whole step was not measurably faster (docs/benchmarks.md, issue 23). A GPU's caching allocator
-    has no such cost."""
+    has no such cost.
+
+    At least 64 positions, though: each chunk's two matmuls read the whole head (vocab x hidden), and
+    a CPU that does ~400 bf16 GFLOP/s from ~15 GB/s of memory needs ~30 rows a read to be limited by
+    arithmetic rather than by that read. A 256k vocabulary would otherwise get 16-row chunks."""
     if on_gpu:
         return LOSS_CHUNK
-    return max(1, min(LOSS_CHUNK, CPU_CHUNK_BYTES // (4 * vocab)))
+    return min(LOSS_CHUNK, max(CPU_CHUNK_MIN, CPU_CHUNK_BYTES // (4 * vocab)))
 
 
 @dataclass(frozen=True)

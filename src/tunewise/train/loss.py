@@ -90,7 +90,7 @@ def _summed_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, i
     keep = targets != IGNORE
     selected = hidden[:, :-1][keep]
     wanted = targets[keep]
-    chunk = loss_chunk(head.weight.shape[0], hidden.device.type != "cpu")
+    chunk = loss_chunk(head.weight.shape[0], on_gpu=hidden.device.type == "cuda")  # as train/setup.py plans
     if _frozen_linear(head):
         return _HeadCrossEntropy.apply(selected, head.weight, wanted, chunk, logit_map), int(wanted.numel())
     total = hidden.new_zeros((), dtype=torch.float32)  # a head that trains: autograd's own chunks
