@@ -38,17 +38,13 @@ def test_selective_loss_equals_full_logits(tiny_model_dir, chatml_tokenizer, sql
 
 
 def test_the_loss_on_a_cpu_takes_chunks_whose_logits_stay_small(tiny_model_dir, chatml_tokenizer, sql_data, lora_model,
-                                                               encoded, grads, monkeypatch):
+                                                               encoded, grads, nonzero_b, monkeypatch):
     """On a CPU the head's logits are computed a few positions at a time (plan.loss_chunk), and the
     loss and gradients are those of one chunk over every position."""
     from tunewise import plan
     from tunewise.train import loss as loss_module
 
-    model = lora_model(tiny_model_dir)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.02)
+    model = nonzero_b(lora_model(tiny_model_dir))  # lora_A's gradients are then not all zero
     vocab = model.get_output_embeddings().weight.shape[0]
     batch = collate(encoded(chatml_tokenizer, sql_data[0])[:4], chatml_tokenizer.pad_token_id)
     whole, n = summed_loss(model, batch)  # the tiny vocabulary fits every position in one chunk
