@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Packed attention's two paths side by side: `_matmul_attention` (matmul + fp32 softmax, scores
-recomputed in backward) and PyTorch's SDPA (flash / memory-efficient kernels where the device has
-them), forward + backward on the padded [batch, heads, L, dim] grid `packed_attention` builds.
-train/packing.py picks matmul for short batches on the CPU and SDPA otherwise; this shows why.
+"""Packed attention's paths side by side, forward + backward: `_matmul_attention` (matmul + fp32
+softmax, scores recomputed in backward) and PyTorch's SDPA (flash / memory-efficient kernels where
+the device has them) on the padded [batch, heads, L, dim] grid `packed_attention` builds, and on the
+CPU the block kernel (train/block_attention.py) on the packed row itself, each sequence in blocks of
+queries. train/packing.py picks matmul for short batches on the CPU, the block kernel for longer
+ones, and SDPA on a GPU; this shows why.
 
     python benchmarks/attention_paths.py      # on the GPU when one is visible, else the CPU
 """
@@ -17,12 +19,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from tunewise.train.packing import _matmul_attention  # noqa: E402
+from tunewise.train.block_attention import block_causal_attention  # noqa: E402
+from tunewise.train.packing import PackedLayout, _matmul_attention  # noqa: E402
 
-CASES = [  # (label, batch, length, heads, kv_heads, dim)
-    ("SmolLM2-135M, 8 x 147 (SQL micro-batch)", 8, 147, 9, 3, 64),
-    ("SmolLM2-135M, 8 x 512", 8, 512, 9, 3, 64),
-    ("Llama-2-7B layer, 4 x 1024", 4, 1024, 32, 32, 128),
+CASES = [  # (label, sequence lengths, heads, kv_heads, dim)
+    ("SmolLM2-135M, 8 x 147 (SQL micro-batch)", [147] * 8, 9, 3, 64),
+    ("SmolLM2-135M, 8 of 250-551 (SQL bench micro-batch)", [420, 300, 551, 250, 380, 400, 330, 393], 9, 3, 64),
+    ("SmolLM2-135M, 1 x 380 (a quickstart rank's step)", [380], 9, 3, 64),
+    ("SmolLM2-135M, 8 x 512", [512] * 8, 9, 3, 64),
+    ("Llama-2-7B layer, 4 x 1024", [1024] * 4, 32, 32, 128),
 ]
 
 
@@ -54,16 +59,23 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{name}, torch {torch.__version__}, bf16, forward + backward")
-    print("| case | matmul ms | SDPA ms | matmul peak MiB | SDPA peak MiB |")
-    print("|---|---|---|---|---|")
-    for label, b, length, heads, kv, dim in CASES:
-        if device == "cpu" and length > 512:
-            continue  # minutes on a small CPU, and the CPU path is SDPA there anyway
-        q, k, v = (torch.randn(b, h, length, dim, device=device, dtype=torch.bfloat16, requires_grad=True)
-                   for h in (heads, kv, kv))
-        mm = time_path(lambda q, k, v: _matmul_attention(q, k, v, None, 0.0), q, k, v, device)
-        fl = time_path(sdpa, q, k, v, device)
-        print(f"| {label} | {mm[0]:.2f} | {fl[0]:.2f} | {mm[1]:.0f} | {fl[1]:.0f} |", flush=True)
+    print("| case | matmul ms | SDPA ms | block ms | matmul peak MiB | SDPA peak MiB |")
+    print("|---|---|---|---|---|---|")
+    for label, lengths, heads, kv, dim in CASES:
+        if device == "cpu" and max(lengths) > 600:
+            continue  # minutes on a small CPU
+        layout = PackedLayout.from_lengths(lengths).to(device)
+        # the packed row as training has it: [1, heads, N, dim] views of [1, N, heads, dim]
+        q, k, v = (torch.randn(1, sum(lengths), h, dim, device=device, dtype=torch.bfloat16).transpose(1, 2)
+                   .requires_grad_() for h in (heads, kv, kv))
+        grid = [layout.pad(t).detach().requires_grad_() for t in (q, k, v)]
+        mm = time_path(lambda q, k, v: _matmul_attention(q, k, v, None, 0.0), *grid, device)
+        fl = time_path(sdpa, *grid, device)
+        block = float("nan")
+        if device == "cpu":
+            block = time_path(lambda q, k, v, lengths=layout.lengths:
+                              block_causal_attention(q, k, v, lengths, None).transpose(1, 2), q, k, v, device)[0]
+        print(f"| {label} | {mm[0]:.2f} | {fl[0]:.2f} | {block:.2f} | {mm[1]:.0f} | {fl[1]:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ Every profiled op's *self* time is put in one class, by name and input shapes:
   python/dispatch the step's wall time not inside any profiled op (Python, autograd bookkeeping)
 
     .venv/bin/python benchmarks/profile_step.py --steps 3 [--quant none] [--examples 240] [--by-op]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_step.py --quant none --batch 1   # a quickstart rank
+    .venv/bin/python benchmarks/profile_step.py --steps 10 --plain   # wall time only, no profiler
 
 It also prints a step's minor page faults and kernel CPU time (getrusage over the profiled steps;
 the profiler's own allocations are in them, so compare them between runs of this script only).
@@ -22,6 +24,7 @@ the profiler's own allocations are in them, so compare them between runs of this
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import resource
 import sys
@@ -54,11 +57,14 @@ def config_file(work: Path, examples: int, quant: str, batch: int = 8) -> Path:
     return path
 
 
-def classify(name: str, shapes: list, in_optimizer: bool, in_data: bool, rank: int, vocab: int) -> str:
+def classify(name: str, shapes: list, in_optimizer: bool, in_data: bool, rank: int, vocab: int,
+             in_attention: bool = False) -> str:
     if in_optimizer:
         return "optimizer"
     if in_data:
         return "data"
+    if in_attention:  # everything inside the CPU block kernel (train/block_attention.py), its softmax and masks too
+        return "attention"
     dims = {d for s in shapes if isinstance(s, list) for d in s}
     if vocab in dims or "cross_entropy" in name or "log_softmax" in name or "logsumexp" in name:
         return "loss"
@@ -77,12 +83,14 @@ def classify(name: str, shapes: list, in_optimizer: bool, in_data: bool, rank: i
     return "norms/rotary/elementwise"
 
 
-def marked_ranges(events, label: str) -> list[tuple[float, float]]:
-    return [(e.time_range.start, e.time_range.end) for e in events if e.name == label]
+def marked_ranges(events, *labels: str) -> list[tuple[float, float]]:
+    return sorted((e.time_range.start, e.time_range.end) for e in events if e.name in labels)
 
 
 def inside(event, ranges) -> bool:
-    return any(a <= event.time_range.start and event.time_range.end <= b for a, b in ranges)
+    """Whether the event lies in one of `ranges` (sorted, not overlapping: marked_ranges of one label)."""
+    at = bisect.bisect_right(ranges, (event.time_range.start, float("inf"))) - 1
+    return at >= 0 and ranges[at][0] <= event.time_range.start and event.time_range.end <= ranges[at][1]
 
 
 def switch_off(path: str) -> None:
@@ -95,7 +103,8 @@ def switch_off(path: str) -> None:
         raise SystemExit(f"--without: unknown speed path {path!r}")
 
 
-def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, float, int, dict, dict]:
+def profile_steps(config_path: Path, steps: int, warmup: int,
+                  plain: bool = False) -> tuple[dict, float, int, dict, dict]:
     from rich.console import Console
 
     from tunewise.config import load_config
@@ -121,6 +130,11 @@ def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, flo
     s.accelerator.clip_grad_norm_ = labelled_clip
     for step in range(warmup):
         loop.train_step(s, step)
+    if plain:  # wall time only: the profiler's cost per op inflates paths made of many small ops
+        tick = time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            loop.train_step(s, step)
+        return {}, time.perf_counter() - tick, steps, {}, {}
     vocab = s.model.get_input_embeddings().weight.shape[0]
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -134,8 +148,9 @@ def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, flo
     kernel = {"minor page faults": (after.ru_minflt - before.ru_minflt) / steps,
               "kernel CPU s": (after.ru_stime - before.ru_stime) / steps}
     events = [e for e in prof.events() if e.device_type.name == "CPU"]
-    optim = marked_ranges(events, "Optimizer.step#AdamW.step") + marked_ranges(events, "tunewise.clip")
+    optim = marked_ranges(events, "Optimizer.step#AdamW.step", "tunewise.clip")
     data = marked_ranges(events, "tunewise.data")
+    attention = marked_ranges(events, "_BlockCausal", "_BlockCausalBackward")
     seconds: dict[str, float] = defaultdict(float)
     ops: dict[tuple, float] = defaultdict(float)
     for e in events:
@@ -143,7 +158,8 @@ def profile_steps(config_path: Path, steps: int, warmup: int) -> tuple[dict, flo
             continue  # labels, not ops: their self time is Python, counted below
         if not e.name.startswith("aten::") and "bitsandbytes" not in e.name:
             continue  # autograd nodes and other wrappers: their children are the ops
-        cls = classify(e.name, e.input_shapes or [], inside(e, optim), inside(e, data), s.config.lora.r, vocab)
+        cls = classify(e.name, e.input_shapes or [], inside(e, optim), inside(e, data), s.config.lora.r, vocab,
+                       inside(e, attention))
         seconds[cls] += e.self_cpu_time_total / 1e6
         ops[(cls, e.name, str(e.input_shapes))] += e.self_cpu_time_total / 1e6
     seconds["python/dispatch"] = max(wall - sum(seconds.values()), 0.0)
@@ -161,16 +177,20 @@ def main() -> None:
     parser.add_argument("--by-op", action="store_true", help="also list each class's time by op name")
     parser.add_argument("--without", action="append", default=[], help="a speed path to switch off: lora_add")
     parser.add_argument("--json", help="write the table as JSON here too")
+    parser.add_argument("--plain", action="store_true", help="time the steps without the profiler, no table")
     args = parser.parse_args()
     for path in args.without:
         switch_off(path)
     work = Path(tempfile.mkdtemp(prefix="tunewise-profile-"))
     config = config_file(work, args.examples, args.quant, args.batch)
-    seconds, wall, steps, ops, kernel = profile_steps(config, args.steps, args.warmup)
-    print(f"{steps} steps profiled, {wall:.2f} s wall ({wall / steps:.2f} s a step), "
+    seconds, wall, steps, ops, kernel = profile_steps(config, args.steps, args.warmup, args.plain)
+    print(f"{steps} steps {'timed without the profiler' if args.plain else 'profiled'}, {wall:.2f} s wall "
+          f"({wall / steps:.2f} s a step), "
           f"quant={args.quant}, "
           f"without {args.without or 'nothing'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.plain:
+        return
     print("| op class | s a step | share |\n|---|---|---|")
     for cls in CLASSES:
         print(f"| {cls} | {seconds[cls] / steps:.3f} | {seconds[cls] / wall:.1%} |")

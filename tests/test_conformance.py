@@ -27,7 +27,8 @@ from peft.tuners.lora import LoraLayer
 from tunewise.config import Config
 from tunewise.data.batching import collate
 from tunewise.model.lora import add_lora
-from tunewise.train import packing
+from tunewise.train import block_attention, packing
+from tunewise.train.block_attention import block_causal_attention
 from tunewise.train.loss import summed_loss
 from tunewise.train.packing import PackingError, pack, packed_attention, packed_forward
 from tunewise.train.patches import apply_speed_paths
@@ -104,11 +105,19 @@ def tunewise_loss_and_grads(model, batch, grads):
     return loss.detach(), grads(model)
 
 
-@pytest.mark.parametrize("name, eager_max_len", [(name, 512) for name in FAMILIES] +
-                         [("mistral", 0), ("qwen2", 0), ("gemma2", 0)])  # 0: SDPA's path where it can
-def test_training_path_matches_the_models_own_forward(name, eager_max_len, items, chatml_tokenizer, monkeypatch, grads,
-                                                     device):
+PACKED = [name for name in FAMILIES if name != "nemotron"]
+
+
+# eager_max_len 512: the matmul path over the padded grid; 0: on the CPU the block kernel (blocks of 16
+# queries, or 5, fewer than the window of 8), on a GPU SDPA's kernels where there is no softcap
+@pytest.mark.parametrize("name, eager_max_len, block", [(name, 512, 16) for name in FAMILIES] +
+                         [(name, 0, 16) for name in PACKED] + [("mistral", 0, 5), ("gemma2", 0, 5)])
+def test_training_path_matches_the_models_own_forward(name, eager_max_len, block, items, chatml_tokenizer, monkeypatch,
+                                                     grads, device):
     monkeypatch.setattr(packing, "EAGER_MAX_LEN", eager_max_len)
+    monkeypatch.setattr(block_attention, "BLOCK", block)
+    calls = []
+    monkeypatch.setattr(packing, "block_causal_attention", lambda *a: calls.append(1) or block_causal_attention(*a))
     model = tiny_model(name, len(chatml_tokenizer), chatml_tokenizer.pad_token_id, device)
     padded = on(collate(items, chatml_tokenizer.pad_token_id), device)
     want, want_grads = own_loss_and_grads(model, padded, grads)
@@ -125,6 +134,7 @@ def test_training_path_matches_the_models_own_forward(name, eager_max_len, items
     else:
         assert speed.packed and speed.record["packed_attention"] == {"layers": 2} and not speed.notes
     got, got_grads = tunewise_loss_and_grads(model, on(pack(items), device) if speed.packed else padded, grads)
+    assert bool(calls) == (speed.packed and eager_max_len == 0 and device.type == "cpu")
     torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
     assert got_grads.keys() == want_grads.keys()
     for key, g in got_grads.items():
@@ -192,6 +202,37 @@ def test_training_forward_builds_no_cache_and_no_mask(items, chatml_tokenizer, m
     decoder.register_forward_pre_hook(lambda m, a, kw: caches.append(kw.get("use_cache")), with_kwargs=True)
     summed_loss(model, on(pack(items), device))
     assert caches == [False] and masks == []
+
+
+@pytest.mark.parametrize("window", [None, WINDOW])
+@pytest.mark.parametrize("softcap", [None, 5.0])
+def test_block_attention_over_a_packed_row_matches_autograd_per_sequence(softcap, window, device, monkeypatch):
+    """The block kernel (blocks of 5 queries, fewer than the window) against plain autograd of eager
+    attention run on each sequence alone: no sequence sees another, values and gradients."""
+    monkeypatch.setattr(block_attention, "BLOCK", 5)
+    torch.manual_seed(0)
+    lengths = (13, 3, 20)
+    q = torch.randn(1, 4, sum(lengths), 8, device=device, requires_grad=True)
+    k, v = (torch.randn(1, 2, sum(lengths), 8, device=device, requires_grad=True) for _ in range(2))
+    out = block_causal_attention(q, k, v, lengths, 0.3, window, softcap)
+    wants, start = [], 0
+    for n in lengths:
+        rows = slice(start, start + n)
+        scores = torch.matmul(q[:, :, rows], k[:, :, rows].repeat_interleave(2, 1).transpose(2, 3)) * 0.3
+        scores = scores if softcap is None else torch.tanh(scores / softcap) * softcap
+        pos = torch.arange(n, device=device)
+        allowed = pos[None, :] <= pos[:, None]
+        if window is not None:
+            allowed &= pos[None, :] > pos[:, None] - window  # transformers' mask
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
+        wants.append(torch.matmul(weights, v[:, :, rows].repeat_interleave(2, 1)).transpose(1, 2))
+        start += n
+    want = torch.cat(wants, 1)
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    weight = torch.randn_like(want)
+    got_grads = torch.autograd.grad((out * weight).sum(), (q, k, v))
+    for got, expected in zip(got_grads, torch.autograd.grad((want * weight).sum(), (q, k, v))):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("softcap", [None, 5.0])

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from tunewise.data.batching import collate, count_trained
 from tunewise.data.masking import IGNORE
 from tunewise.model.dropout import DroppedLinear, keep_mask
-from tunewise.train import packing, swiglu
+from tunewise.train import block_attention, packing, swiglu
 from tunewise.train.loss import summed_loss
 from tunewise.train.packing import PackedLayout, is_packed, pack
 from tunewise.train.patches import enable_packing
@@ -36,10 +36,11 @@ def test_packing_keeps_every_example_labels(chatml_tokenizer, sql_data, encoded)
     assert count_trained(batch) == count_trained(collate(items, chatml_tokenizer.pad_token_id))
 
 
-@pytest.mark.parametrize("eager_max_len", [512, 0], ids=["matmul-attention", "sdpa"])
+@pytest.mark.parametrize("eager_max_len", [512, 0], ids=["matmul-attention", "block-attention"])
 def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, chatml_tokenizer, sql_data,
                                                           monkeypatch, eager_max_len, lora_model, encoded, grads):
     monkeypatch.setattr(packing, "EAGER_MAX_LEN", eager_max_len)
+    monkeypatch.setattr(block_attention, "BLOCK", 16)  # several blocks a sequence
     model = lora_model(tiny_model_dir)
     _nonzero_adapters(model)
     items = encoded(chatml_tokenizer, sql_data[0])[:6]

@@ -150,7 +150,7 @@ def _layer_activation_bytes(s: Shape, method: str, lora_dropout: bool) -> int:
     Saved for backward, counted in 16-bit values: the fp32 inputs of the two RMSNorms (4h) and
     their 16-bit outputs, which the projections after them keep (2h); q, k, v in the padded grid
     attention runs on, and the attention output twice, padded (kept by SDPA's kernel; the CPU's
-    short-batch path keeps none, so there this is 2q bytes on the safe side) and packed (o_proj's
+    kernels keep none, so there this is 2q bytes on the safe side) and packed (o_proj's
     input): 3q + 2kv; gate and up outputs and their product (3i: SiLU is recomputed,
     train/swiglu.py); two fp32 RMS statistics. LoRA adapters run in 16 bits on their layer's own
     input, which is kept anyway; with dropout > 0 each adapter adds a one-byte mask per input

@@ -1,0 +1,109 @@
+"""Causal attention on the CPU for a packed row: each sequence in blocks of BLOCK queries.
+
+A query block [s, e) of a sequence attends to that sequence's keys up to e only (with a sliding
+window, from e's window back), so the masked upper triangle is mostly never computed, and only
+the block's own keys need a mask. Each block is two bf16 matmuls (oneDNN's, the fast ones on this
+CPU) and an fp32 softmax, as in transformers' eager attention. Like a flash kernel it keeps only
+q, k and v for backward and recomputes each block's softmax there, bit for bit the same weights.
+
+Why not SDPA: PyTorch's CPU flash kernel runs at ~35-55 GFLOP/s in bf16 against ~350 for the
+matmuls. One sequence of 380 tokens, 9 query heads over 3 key/value heads of 64, fwd+bwd: 16.9 ms
+SDPA, 12.4 ms here on one thread; 8 sequences of 250-551 tokens on two threads: 96.2 against
+52.6 ms (docs/benchmarks.md, issue 23's sixth session).
+
+Layout: queries as [kv_heads, N, groups, dim], so the `groups` query heads that share a key/value
+head are, for any block of positions, one contiguous [block * groups, dim] matrix: one matmul per
+key/value head, keys and values never repeated per query head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Queries a block. 64-192 measured within noise of each other on one and two threads (96-128 best
+# on the SQL benchmark's 8 sequences of 250-551 tokens); fewer blocks pay less Python per block.
+BLOCK = 128
+
+
+def block_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: tuple[int, ...],
+                           scaling: float | None, window: int | None = None,
+                           softcap: float | None = None) -> torch.Tensor:
+    """query [1, heads, N, dim], key and value [1, kv_heads, N, dim] over the packed row whose
+    sequences have `lengths` -> [1, N, heads, dim], the layout transformers' attention returns."""
+    _, heads, n, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = heads // kv_heads
+    scale = scaling if scaling is not None else dim**-0.5
+    q = (query[0].view(kv_heads, groups, n, dim).transpose(1, 2) * scale).contiguous()  # [kv_heads, N, groups, dim]
+    k, v = key[0].contiguous(), value[0].contiguous()
+    out = _BlockCausal.apply(q, k, v, tuple(lengths), window, softcap, BLOCK)
+    return out.transpose(0, 1).reshape(1, n, heads, dim)
+
+
+def _blocks(lengths: tuple[int, ...], block: int, window: int | None):
+    """(first key, first query, end) of every query block: positions in the packed row."""
+    start = 0
+    for n in lengths:
+        for s in range(start, start + n, block):
+            first_key = start if window is None else max(start, s - window + 1)
+            yield first_key, s, min(start + n, s + block)
+        start += n
+
+
+class _BlockCausal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, lengths, window, softcap, block):
+        ctx.save_for_backward(q, k, v)
+        ctx.lengths, ctx.window, ctx.softcap, ctx.block = lengths, window, softcap, block
+        kv_heads, _, groups, dim = q.shape
+        out = torch.empty_like(q)
+        for lo, s, e in _blocks(lengths, block, window):
+            weights, _ = _weights(q, k, lo, s, e, window, softcap)
+            out[:, s:e] = torch.matmul(weights.to(v.dtype), v[:, lo:e]).view(kv_heads, e - s, groups, dim)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v = ctx.saved_tensors
+        kv_heads, _, groups, dim = q.shape
+        grad = grad.contiguous()
+        grad_q = torch.empty_like(q)
+        # key/value gradients gather over every block after theirs: summed in fp32, rounded once
+        grad_k = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+        grad_v = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+        for lo, s, e in _blocks(ctx.lengths, ctx.block, ctx.window):
+            weights, tanh = _weights(q, k, lo, s, e, ctx.window, ctx.softcap)
+            rows = (kv_heads, (e - s) * groups, dim)
+            grad_out, q_rows = grad[:, s:e].reshape(rows), q[:, s:e].reshape(rows)
+            grad_v[:, lo:e] += torch.matmul(weights.to(v.dtype).transpose(-2, -1), grad_out)
+            grad_weights = torch.matmul(grad_out, v[:, lo:e].transpose(-2, -1)).float()
+            # softmax backward; masked positions have weight 0, so their score gradient is 0 as well
+            grad_weights -= (grad_weights * weights).sum(-1, keepdim=True)
+            grad_scores = weights.mul_(grad_weights)
+            if tanh is not None:  # through c * tanh(s / c)
+                grad_scores.mul_(1 - tanh * tanh)
+            grad_scores = grad_scores.to(q.dtype)
+            grad_q[:, s:e] = torch.matmul(grad_scores, k[:, lo:e]).view(kv_heads, e - s, groups, dim)
+            grad_k[:, lo:e] += torch.matmul(grad_scores.transpose(-2, -1), q_rows)
+        return grad_q, grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None
+
+
+def _weights(q, k, lo: int, s: int, e: int, window: int | None, softcap: float | None):
+    """fp32 softmax weights [kv_heads, (e - s) * groups, e - lo] of queries s..e-1 over keys lo..e-1,
+    and with a softcap tanh(scores / c), which its backward needs."""
+    kv_heads, _, groups, dim = q.shape
+    scores = torch.matmul(q[:, s:e].reshape(kv_heads, (e - s) * groups, dim), k[:, lo:e].transpose(-2, -1))
+    tanh = None
+    if softcap is not None:  # as Gemma 2's eager attention: c * tanh(s / c), before the mask
+        tanh = torch.tanh(scores.float() / softcap)
+        scores = tanh * softcap
+    by_query = scores.view(kv_heads, e - s, groups, e - lo)
+    queries = torch.arange(s, e, device=q.device)[:, None]
+    if window is None:  # keys before the block are all visible: mask the block's own triangle only
+        keys = torch.arange(s, e, device=q.device)[None, :]
+        by_query[..., s - lo:].masked_fill_((keys > queries)[:, None], torch.finfo(scores.dtype).min)
+    else:  # transformers' sliding window keeps keys with q - window < k <= q
+        keys = torch.arange(lo, e, device=q.device)[None, :]
+        by_query.masked_fill_(((keys > queries) | (keys <= queries - window))[:, None], torch.finfo(scores.dtype).min)
+    return F.softmax(scores, dim=-1, dtype=torch.float32), tanh
