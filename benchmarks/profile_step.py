@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import resource
 import sys
@@ -83,14 +84,19 @@ def classify(name: str, shapes: list, in_optimizer: bool, in_data: bool, rank: i
     return "norms/rotary/elementwise"
 
 
-def marked_ranges(events, *labels: str) -> list[tuple[float, float]]:
-    return sorted((e.time_range.start, e.time_range.end) for e in events if e.name in labels)
+class Ranges:
+    """The time ranges of every event with one of `labels`, sorted by start, for `inside`."""
+
+    def __init__(self, events, *labels: str):
+        spans = sorted((e.time_range.start, e.time_range.end) for e in events if e.name in labels)
+        self.starts = [a for a, _ in spans]
+        self.reach = list(itertools.accumulate((b for _, b in spans), max))  # the furthest end so far
 
 
-def inside(event, ranges) -> bool:
-    """Whether the event lies in one of `ranges` (sorted, not overlapping: marked_ranges of one label)."""
-    at = bisect.bisect_right(ranges, (event.time_range.start, float("inf"))) - 1
-    return at >= 0 and ranges[at][0] <= event.time_range.start and event.time_range.end <= ranges[at][1]
+def inside(event, ranges: Ranges) -> bool:
+    """Whether the event lies within one of the ranges (nested or overlapping ones included)."""
+    at = bisect.bisect_right(ranges.starts, event.time_range.start) - 1
+    return at >= 0 and event.time_range.end <= ranges.reach[at]
 
 
 def switch_off(path: str) -> None:
@@ -148,9 +154,9 @@ def profile_steps(config_path: Path, steps: int, warmup: int,
     kernel = {"minor page faults": (after.ru_minflt - before.ru_minflt) / steps,
               "kernel CPU s": (after.ru_stime - before.ru_stime) / steps}
     events = [e for e in prof.events() if e.device_type.name == "CPU"]
-    optim = marked_ranges(events, "Optimizer.step#AdamW.step", "tunewise.clip")
-    data = marked_ranges(events, "tunewise.data")
-    attention = marked_ranges(events, "_BlockCausal", "_BlockCausalBackward")
+    optim = Ranges(events, "Optimizer.step#AdamW.step", "tunewise.clip")
+    data = Ranges(events, "tunewise.data")
+    attention = Ranges(events, "_BlockCausal", "_BlockCausalBackward")
     seconds: dict[str, float] = defaultdict(float)
     ops: dict[tuple, float] = defaultdict(float)
     for e in events:
@@ -177,7 +183,8 @@ def main() -> None:
     parser.add_argument("--by-op", action="store_true", help="also list each class's time by op name")
     parser.add_argument("--without", action="append", default=[], help="a speed path to switch off: lora_add")
     parser.add_argument("--json", help="write the table as JSON here too")
-    parser.add_argument("--plain", action="store_true", help="time the steps without the profiler, no table")
+    parser.add_argument("--plain", action="store_true",
+                        help="time the steps without the profiler: no table, --top or --by-op")
     args = parser.parse_args()
     for path in args.without:
         switch_off(path)
@@ -190,6 +197,8 @@ def main() -> None:
           f"without {args.without or 'nothing'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.plain:
+        if args.json:
+            Path(args.json).write_text(json.dumps({"wall": wall, "steps": steps, "profiled": False}))
         return
     print("| op class | s a step | share |\n|---|---|---|")
     for cls in CLASSES:

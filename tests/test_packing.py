@@ -41,6 +41,9 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, chatml
                                                           monkeypatch, eager_max_len, lora_model, encoded, grads):
     monkeypatch.setattr(packing, "EAGER_MAX_LEN", eager_max_len)
     monkeypatch.setattr(block_attention, "BLOCK", 16)  # several blocks a sequence
+    calls = []
+    monkeypatch.setattr(packing, "block_causal_attention",
+                        lambda *a: calls.append(1) or block_attention.block_causal_attention(*a))
     model = lora_model(tiny_model_dir)
     _nonzero_adapters(model)
     items = encoded(chatml_tokenizer, sql_data[0])[:6]
@@ -53,6 +56,7 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, chatml
     assert enable_packing(model) and is_packed(model)
     packed, n_packed = summed_loss(model, pack(items))
     packed.backward()
+    assert bool(calls) == (eager_max_len == 0)  # the CPU's kernel for batches longer than EAGER_MAX_LEN
     assert n_packed == n_padded > 0
     torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
     for name, g in grads(model).items():
