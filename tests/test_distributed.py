@@ -362,7 +362,8 @@ def test_ctrl_c_stops_the_quickstarts_training_processes(setup, stop):
     must reach them through the launcher's shutdown, or they would go on training into the run after
     the quickstart has said it was interrupted."""
     out = setup.root / f"interrupted-{stop.name}"
-    config = setup.config(out.name, max_steps=10**4)
+    # a run far longer than the test: with the default 3 epochs (45 steps) it could end before the signal
+    config = setup.config(out.name, max_steps=10**4, epochs=1000)
     script = ("from tunewise import quickstart; from tunewise.config import load_config; "
               f"quickstart.train_on_cpu_cores(load_config({str(config)!r}), 2, 1)")
     with open(out.with_suffix(".err"), "w") as err:  # a file: a full pipe would stall the ranks
