@@ -86,12 +86,7 @@ class _BlockCausal(torch.autograd.Function):
             if not (need_q or need_k):
                 continue
             grad_weights = torch.matmul(grad_out, v[:, lo:e].transpose(-2, -1)).float()
-            # softmax backward; masked positions have weight 0, so their score gradient is 0 as well
-            grad_weights -= (grad_weights * weights).sum(-1, keepdim=True)
-            grad_scores = weights.mul_(grad_weights)
-            if tanh is not None:  # through c * tanh(s / c)
-                grad_scores.mul_(1 - tanh * tanh)
-            grad_scores = grad_scores.to(q.dtype)
+            grad_scores = score_grad(weights, grad_weights, tanh).to(q.dtype)
             if need_q:
                 grad_q[:, s:e] = torch.matmul(grad_scores, k[:, lo:e]).view(kv_heads, e - s, groups, dim)
             if need_k:
@@ -103,6 +98,15 @@ class _BlockCausal(torch.autograd.Function):
         if need_v:
             grad_v = grad_v.to(v.dtype)[None]
         return grad_q, grad_k, grad_v, None, None, None, None, None
+
+
+def score_grad(weights: torch.Tensor, grad_weights: torch.Tensor, tanh: torch.Tensor | None) -> torch.Tensor:
+    """The scores' gradient from fp32 softmax `weights` and their gradient, through a softcap's
+    c * tanh(s / c) where `tanh` is given. Overwrites `weights` and `grad_weights`. Masked positions
+    have weight 0, so their score gradient is 0 as well."""
+    grad_weights -= (grad_weights * weights).sum(-1, keepdim=True)
+    grad_scores = weights.mul_(grad_weights)
+    return grad_scores if tanh is None else grad_scores.mul_(1 - tanh * tanh)
 
 
 def _weights(q, k, lo: int, s: int, e: int, window: int | None, softcap: float | None):

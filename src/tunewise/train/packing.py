@@ -43,7 +43,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from ..data.batching import collate
 from ..data.masking import IGNORE, Encoded
 from ..model.lora import base_model
-from .block_attention import block_causal_attention
+from .block_attention import block_causal_attention, score_grad
 
 NAME = "tunewise_packed"
 # Above this longest length the matmul path is slower than SDPA on the CPU as well (8 sequences,
@@ -279,11 +279,10 @@ class _CausalAttention(torch.autograd.Function):
         weights = F.softmax(_causal_scores(stacked, k, blocked, ctx.softcap), dim=-1, dtype=torch.float32)
         grad_v = torch.matmul(weights.to(v.dtype).transpose(-2, -1), grad)
         grad_weights = torch.matmul(grad, v.transpose(-2, -1)).float()
-        # softmax backward; masked positions have weight 0, so their score gradient is 0 as well
-        grad_scores = weights.mul_(grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
+        tanh = None
         if ctx.softcap is not None:  # through c * tanh(s / c)
             tanh = torch.tanh(torch.matmul(stacked, k.transpose(2, 3)).float() / ctx.softcap)
-            grad_scores.mul_(1 - tanh * tanh)
+        grad_scores = score_grad(weights, grad_weights, tanh)
         grad_scores = grad_scores.to(v.dtype)
         return (torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), stacked), grad_v,
                 None, None)
